@@ -122,3 +122,20 @@ def test_point_above_the_centre_has_smaller_underfocus():
     )
     with pytest.raises(ValueError, match="handedness"):
         point_defocus_angstrom(1.0, depth, 1.0, handedness=0)
+
+
+def test_kernels_follow_the_device_of_their_inputs(device):
+    tilts = torch.linspace(-60, 60, 41, dtype=torch.float64, device=device)
+    m = projection_matrices(tilts, 85.3, torch.zeros(41, 2, dtype=torch.float64, device=device))
+    pts = torch.randn(10, 3, dtype=torch.float64, device=device)
+    out = project_points(pts, m)
+    assert out.device.type == device.type and m.device.type == device.type
+    depth = point_defocus_angstrom(
+        torch.full((41, 1), 3e4, dtype=torch.float64, device=device), out[..., 2], 1.35
+    )
+    assert depth.device.type == device.type and depth.shape == (41, 10)
+    # On-axis distances are preserved by every view (rigid projection of points on the tilt axis).
+    on_axis = torch.tensor([[0.0, 7.0, 0.0]], dtype=torch.float64, device=device)
+    np.testing.assert_allclose(
+        project_points(on_axis, m)[..., :2].norm(dim=-1).cpu().numpy(), 7.0, atol=1e-12
+    )
