@@ -1,0 +1,1 @@
+"""tomoforge.cli."""

@@ -1,0 +1,76 @@
+"""Shared fixtures: the toy step module and temporary projects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tomoforge.workflow import Project
+
+TOY_DIR = Path(__file__).parent / "workflow"
+if str(TOY_DIR) not in sys.path:
+    sys.path.insert(0, str(TOY_DIR))
+
+
+@dataclass
+class ToyEnv:
+    """Environment under which the toy steps are discoverable and count their calls."""
+
+    call_log: Path
+    env: dict[str, str]
+
+    def calls(self, step: str | None = None) -> list[str]:
+        """Return the recorded calls (``"<step> <pid>"`` lines), optionally of one step."""
+        if not self.call_log.exists():
+            return []
+        lines = self.call_log.read_text().splitlines()
+        return [line for line in lines if step is None or line.split()[0] == step]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m tomoforge.cli.main ARGS`` in a subprocess."""
+        return subprocess.run(
+            [sys.executable, "-m", "tomoforge.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``python ARGS`` in the background."""
+        return subprocess.Popen(
+            [sys.executable, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+
+@pytest.fixture
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ToyEnv:
+    """Register the toy steps (in this process and in subprocesses) and log their calls."""
+    import toy_steps  # noqa: F401 - registers the toy steps in this process
+
+    call_log = tmp_path / "calls.txt"
+    monkeypatch.setenv("TOMOFORGE_STEP_MODULES", "toy_steps")
+    monkeypatch.setenv("TOY_CALL_LOG", str(call_log))
+    monkeypatch.delenv("TOMOFORGE_DEBUG", raising=False)
+    python_path = os.pathsep.join(p for p in (str(TOY_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    monkeypatch.setenv("PYTHONPATH", python_path)
+    env = dict(os.environ)
+    env["COLUMNS"] = "200"
+    return ToyEnv(call_log, env)
+
+
+@pytest.fixture
+def toy_project(tmp_path: Path, toy: ToyEnv) -> Iterator[Project]:
+    """A new project opened for writing (closed after the test)."""
+    from tomoforge.workflow import Project
+
+    with Project.init(tmp_path / "proj", app_version="test") as opened:
+        yield opened
