@@ -69,6 +69,13 @@ class TiltImage(_TiltCommon):
         default=None,
         description="Tilt angle in degrees refined by alignment, within [-90, 90]; None if not refined.",
     )
+    x_tilt_angle_deg: float = Field(
+        default=0.0,
+        ge=-90.0,
+        le=90.0,
+        description="Rotation φ of the specimen about the x axis applied before the tilt (IMOD .xtilt, RELION "
+        "rlnTomoXTilt), in degrees (CONVENTIONS.md §7); 0 when not refined.",
+    )
     ctf: CtfParameters | None = Field(
         default=None, description="CTF parameters of this image, once estimated."
     )
