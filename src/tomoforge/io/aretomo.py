@@ -33,15 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tomoforge.io._atomic import write_text_atomic
+from tomoforge.io._text import format_fixed, parse_float, parse_int, quote, read_text
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import (
-    format_fixed,
-    parse_float,
-    parse_int,
-    quote,
-    read_text,
-    write_text_atomic,
-)
 from tomoforge.models import CtfParameters, CtfTiltEstimate, CtfTiltSeries, TiltTransform
 
 __all__ = [

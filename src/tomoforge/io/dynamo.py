@@ -34,8 +34,9 @@ import torch
 from pydantic import ValidationError
 
 from tomoforge.geometry import dynamo_euler_to_matrix, matrix_to_dynamo_euler
+from tomoforge.io._atomic import write_text_atomic
+from tomoforge.io._text import one_line, token_lines
 from tomoforge.io.errors import FormatError
-from tomoforge.io.relion5._star import atomic_output, one_line
 from tomoforge.models import Particle, ParticleSet
 from tomoforge.models._base import Matrix3
 
@@ -76,6 +77,16 @@ def _parse_token(path: Path, token: str, line: int, column: int) -> complex | fl
     raise FormatError(path, f"line {line}, column {column} holds {token[:40]!r}, not a number")
 
 
+def _read_text(path: Path, encoding: str, what: str) -> str:
+    """The text of ``path``; a missing, unreadable or undecodable file is a :class:`FormatError`."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise FormatError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(path, f"not a readable text {what} ({type(exc).__name__})") from None
+
+
 def read_dynamo_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a Dynamo table into a DataFrame with named columns (:data:`DYNAMO_COLUMNS`).
 
@@ -96,17 +107,8 @@ def read_dynamo_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         26 columns, or a value is not finite.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise FormatError(p, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(p, f"not a readable text table ({type(exc).__name__})") from None
     rows: list[list[complex | float]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
+    for number, tokens in token_lines(_read_text(p, "ascii", "table")):
         if rows and len(tokens) != len(rows[0]):
             raise FormatError(
                 p, f"line {number} has {len(tokens)} columns but the first row has {len(rows[0])}"
@@ -172,9 +174,7 @@ def write_dynamo_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Pat
         if not pd.api.types.is_numeric_dtype(table[name].dtype):
             raise ValueError(f"column {name!r} of a Dynamo table must be numeric, it is {table[name].dtype}")
     lines = [" ".join(_format_number(v) for v in row) for row in table.itertuples(index=False, name=None)]
-    with atomic_output(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
-    return Path(path)
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_dynamo_tomogram_index(path: str | os.PathLike[str]) -> dict[int, str]:
@@ -186,14 +186,8 @@ def read_dynamo_tomogram_index(path: str | os.PathLike[str]) -> dict[int, str]:
         If a line does not start with an integer followed by a file name, or an index repeats.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FormatError(p, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(p, f"not a readable text file ({type(exc).__name__})") from None
     out: dict[int, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_read_text(p, "utf-8", "file").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)
@@ -213,9 +207,7 @@ def write_dynamo_tomogram_index(
 ) -> Path:
     """Write a Dynamo tomogram index (``.doc``) atomically, one ``<index>\\t<file>`` line per tomogram."""
     lines = [f"{int(i)}\t{os.fspath(f)}" for i, f in index.items()]
-    with atomic_output(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tomoforge.io._text import parse_float, parse_int, quote, read_bytes
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import parse_float, parse_int, quote, read_bytes
 from tomoforge.models import CtfParameters, CtfTiltEstimate, CtfTiltSeries, TiltTransform
 
 __all__ = [
@@ -68,6 +68,11 @@ class WarpGrid:
         return self.values[..., rows, cols].mean(axis=(-2, -1))
 
 
+def _float_or_default(values: dict[str, str], name: str, path: str, where: str, default: float) -> float:
+    text = values.get(name, "").strip()
+    return parse_float(text, path, where) if text else default
+
+
 @dataclass
 class WarpTiltSeries:
     """The content of a Warp tilt-series XML; per-tilt arrays in file order (``n`` tilts)."""
@@ -99,8 +104,7 @@ class WarpTiltSeries:
         FormatError
             When the attribute is not a number.
         """
-        text = self.attributes.get(name, "").strip()
-        return parse_float(text, self.path, f"<TiltSeries {name}>") if text else default
+        return _float_or_default(self.attributes, name, self.path, f"<TiltSeries {name}>", default)
 
     def ctf_float(self, name: str, default: float = 0.0) -> float:
         """A numeric ``<CTF>`` parameter (``Defocus``, ``PixelSize`` …), ``default`` when absent.
@@ -110,8 +114,7 @@ class WarpTiltSeries:
         FormatError
             When the parameter is not a number.
         """
-        text = self.ctf.get(name, "").strip()
-        return parse_float(text, self.path, f"<CTF {name}>") if text else default
+        return _float_or_default(self.ctf, name, self.path, f"<CTF {name}>", default)
 
     @property
     def pixel_size_angstrom(self) -> float | None:

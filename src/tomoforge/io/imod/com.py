@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tomoforge.io._text import quote, read_text
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import quote, read_text
 
 __all__ = ["ImodCommand", "read_imod_com"]
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from tomoforge.io._atomic import write_text_atomic
+from tomoforge.io._text import format_fixed, parse_float, parse_int, read_text, token_lines
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import format_fixed, parse_float, parse_int, read_text, write_text_atomic
 from tomoforge.models import CtfParameters, CtfTiltEstimate, CtfTiltSeries
 
 __all__ = [
@@ -138,8 +139,7 @@ def read_imod_defocus(path: str | Path) -> ImodDefocusFile:
         When the version line is missing or unknown, a line has the wrong number of columns for the flags, or a
         value is not a number.
     """
-    text = read_text(path)
-    lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = list(token_lines(read_text(path)))
     if not lines:
         raise FormatError(path, "is empty; expected a ctfplotter defocus file")
     first_no, first = lines[0]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tomoforge.io._text import parse_float, quote, read_text
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import parse_float, quote, read_text
 
 __all__ = ["EtomoDataset", "etomo_dataset", "parse_view_list", "read_etomo_edf"]
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tomoforge.io._atomic import write_bytes_atomic
+from tomoforge.io._text import read_bytes
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import read_bytes, write_bytes_atomic
 from tomoforge.models import LandmarkChain, LandmarkModel, LandmarkPoint
 
 __all__ = [

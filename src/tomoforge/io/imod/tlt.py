@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tomoforge.io._atomic import write_text_atomic
+from tomoforge.io._text import format_fixed, parse_float, read_text, token_lines
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import format_fixed, parse_float, read_text, write_text_atomic
 
 __all__ = ["read_tlt", "read_tlt_columns", "write_tlt"]
 
@@ -40,12 +41,8 @@ def read_tlt_columns(path: str | Path) -> np.ndarray:
         When a line holds something that is not a number, lines have different numbers of columns, or the file
         holds no angle.
     """
-    text = read_text(path)
     rows: list[list[float]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
+    for lineno, tokens in token_lines(read_text(path)):
         if rows and len(tokens) != len(rows[0]):
             raise FormatError(
                 path, f"line {lineno} has {len(tokens)} values but earlier lines have {len(rows[0])}"

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from tomoforge.geometry import imod_to_tomoforge_xf_shift_px, tomoforge_to_imod_xf_shift_px
+from tomoforge.io._atomic import write_text_atomic
+from tomoforge.io._text import format_fixed, join_fixed, parse_float, read_text, token_lines
 from tomoforge.io.errors import FormatError
-from tomoforge.io.imod._text import format_fixed, join_fixed, parse_float, read_text, write_text_atomic
 from tomoforge.models import TiltTransform
 
 __all__ = [
@@ -53,12 +54,8 @@ def read_xf(path: str | Path) -> np.ndarray:
     FormatError
         When a line does not hold exactly six numbers or the file has no transform at all.
     """
-    text = read_text(path)
     rows: list[list[float]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
+    for lineno, tokens in token_lines(read_text(path)):
         if len(tokens) != 6:
             raise FormatError(
                 path,

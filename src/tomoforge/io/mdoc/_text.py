@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from tomoforge.io._atomic import write_text_atomic
 from tomoforge.io.errors import FormatError
 from tomoforge.io.mdoc._model import Mdoc, MdocSection
 
@@ -211,19 +209,4 @@ def write_mdoc(mdoc: Mdoc, path: str | Path) -> Path:
     """
     target = Path(path)
     _check_writable(mdoc, target)
-    data = format_mdoc_text(mdoc).encode("utf-8")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise FormatError(target, f"cannot be written ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return target
+    return write_text_atomic(target, format_mdoc_text(mdoc))

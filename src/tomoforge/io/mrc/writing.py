@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import mrcfile
 import numpy as np
 
+from tomoforge.io._atomic import commit_temp_file, discard_temp_file, new_temp_file
 from tomoforge.io.errors import FormatError
 from tomoforge.io.mrc.reading import MODES, MrcVolume, problem_text
 
@@ -139,12 +139,8 @@ class MrcWriter:
         self.mode = mode
         self._sections = shape[0] if len(shape) == 3 else 1
         self._stats = np.zeros((4, self._sections))  # min, max, sum, sum of squares per section
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        except OSError as exc:
-            raise FormatError(self.path, f"cannot be written ({exc.strerror or problem_text(exc)})") from exc
-        os.close(fd)
-        self._tmp: Path | None = Path(tmp)
+        tmp = new_temp_file(self.path)
+        self._tmp: Path | None = tmp
         try:
             self._mrc = mrcfile.new_mmap(tmp, shape, mrc_mode=mode, overwrite=True)
             if len(shape) == 3 and is_stack:
@@ -201,9 +197,7 @@ class MrcWriter:
         tmp = self._tmp
         try:
             self._mrc.close()
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            commit_temp_file(tmp, self.path)
         except BaseException:
             self._discard()
             raise
@@ -221,8 +215,7 @@ class MrcWriter:
         if mrc is not None:
             with contextlib.suppress(Exception):
                 mrc.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        discard_temp_file(self._tmp)
         self._tmp = None
 
     def __enter__(self) -> MrcWriter:

@@ -6,23 +6,21 @@ back exactly the same numbers (``starfile`` alone writes ``%.6f``, which loses s
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 
+from tomoforge.io._atomic import atomic_output
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
 
 __all__ = [
     "StarBlock",
-    "atomic_output",
     "block_as_table",
-    "one_line",
     "read_star_blocks",
     "require_columns",
     "write_star_blocks",
@@ -32,40 +30,6 @@ StarBlock: TypeAlias = pd.DataFrame | dict[str, Any]
 """A STAR data block: a loop (table) or a key-value block."""
 
 _HEADER = "# version 50001\n# written by tomoforge\n\n"
-
-
-def one_line(text: object) -> str:
-    """Collapse a message onto one line (for error sentences quoting other libraries)."""
-    return " ".join(str(text).split())
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` and move it over ``path`` only when the block succeeds.
-
-    A failure leaves any previous file at ``path`` untouched and removes the temporary file.
-    """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        yield Path(tmp_name)
-        os.chmod(tmp_name, _new_file_mode(target))
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def _new_file_mode(target: Path) -> int:
-    """The mode the written file should get: that of the file it replaces, else ``0o666`` less the umask."""
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def read_star_blocks(path: str | os.PathLike[str]) -> dict[str, StarBlock]:

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
 from tomoforge.io.relion5._star import (
     block_as_table,
     numeric_column,
-    one_line,
     read_star_blocks,
     require_columns,
     write_star_blocks,

@@ -27,11 +27,11 @@ import torch
 from pydantic import ValidationError
 
 from tomoforge.geometry import matrix_to_relion_euler, relion_euler_to_matrix
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
 from tomoforge.io.relion5._star import (
     StarBlock,
     numeric_column,
-    one_line,
     read_star_blocks,
     require_columns,
     write_star_blocks,

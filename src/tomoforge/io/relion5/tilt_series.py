@@ -24,14 +24,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tomoforge.geometry import rotation_2d
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
-from tomoforge.io.relion5._star import (
-    numeric_column,
-    one_line,
-    read_star_blocks,
-    require_columns,
-    write_star_blocks,
-)
+from tomoforge.io.relion5._star import numeric_column, read_star_blocks, require_columns, write_star_blocks
 from tomoforge.io.relion5.tomograms import RelionTomogram
 from tomoforge.models import Acquisition, CtfParameters, TiltImage, TiltSeries, TiltTransform
 

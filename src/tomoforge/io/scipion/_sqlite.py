@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
-from tomoforge.io.relion5._star import one_line
 
 SQL_TYPES = {"Float": "REAL", "Integer": "INTEGER", "Boolean": "INTEGER"}
 _PROPERTIES_SQL = """CREATE TABLE {p}Properties
@@ -68,6 +68,20 @@ def column_map(
         raise FormatError(path, f"unreadable {prefix}Classes table ({one_line(exc)})") from None
     item = mapping.pop("self", ("c00", "unknown"))[1]
     return item, mapping
+
+
+def checked_set(
+    path: Path, con: sqlite3.Connection, kind: str, labels: tuple[str, ...]
+) -> tuple[dict[str, str | None], dict[str, tuple[str, str]]]:
+    """Properties and column map of a set that must be a ``kind`` whose Classes table maps every label."""
+    found, properties = set_class(path, con)
+    if found != kind:
+        raise FormatError(path, f"a {found}, not a {kind}")
+    _, mapping = column_map(path, con)
+    missing = [label for label in labels if label not in mapping]
+    if missing:
+        raise FormatError(path, f"the Classes table maps no column for {', '.join(missing)}")
+    return properties, mapping
 
 
 def items(

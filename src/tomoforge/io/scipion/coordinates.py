@@ -24,8 +24,9 @@ from typing import Any, Literal, cast
 import numpy as np
 from pydantic import ValidationError
 
+from tomoforge.io._atomic import atomic_output
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
-from tomoforge.io.relion5._star import atomic_output, one_line
 from tomoforge.io.scipion import _sqlite as sq
 from tomoforge.models import Particle, ParticleSet
 from tomoforge.models._base import Matrix3
@@ -128,13 +129,7 @@ def read_scipion_coordinates(
     p = Path(path)
     con = sq.connect(p)
     try:
-        kind, properties = sq.set_class(p, con)
-        if kind != "SetOfCoordinates3D":
-            raise FormatError(p, f"a {kind}, not a SetOfCoordinates3D")
-        _, mapping = sq.column_map(p, con)
-        missing = [label for label in ("_x", "_y", "_z") if label not in mapping]
-        if missing:
-            raise FormatError(p, f"the Classes table maps no column for {', '.join(missing)}")
+        properties, mapping = sq.checked_set(p, con, "SetOfCoordinates3D", ("_x", "_y", "_z"))
         items = sq.items(p, con, mapping)
     finally:
         con.close()

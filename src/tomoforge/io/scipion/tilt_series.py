@@ -11,8 +11,8 @@ import torch
 from pydantic import ValidationError
 
 from tomoforge.geometry import imod_to_tomoforge_xf_shift_px
+from tomoforge.io._text import one_line
 from tomoforge.io.errors import FormatError
-from tomoforge.io.relion5._star import one_line
 from tomoforge.io.scipion import _sqlite as sq
 from tomoforge.models import Acquisition, TiltImage, TiltSeries, TiltTransform
 
@@ -43,12 +43,7 @@ def read_scipion_tilt_series(path: str | os.PathLike[str]) -> list[TiltSeries]:
     p = Path(path)
     con = sq.connect(p)
     try:
-        kind, _ = sq.set_class(p, con)
-        if kind != "SetOfTiltSeries":
-            raise FormatError(p, f"a {kind}, not a SetOfTiltSeries")
-        _, mapping = sq.column_map(p, con)
-        if "_tsId" not in mapping:
-            raise FormatError(p, "the Classes table maps no column for _tsId")
+        _, mapping = sq.checked_set(p, con, "SetOfTiltSeries", ("_tsId",))
         series = sq.items(p, con, mapping)
         tables = sq.tables(con)
         images = {}

@@ -1,15 +1,13 @@
-"""Helpers shared by the IMOD, AreTomo and Warp readers: safe reading, strict number parsing, fixed-width
-formatting that never loses a digit the input had, and atomic writes.
+"""Helpers shared by the text-format readers and writers: safe reading, strict number parsing, one-line error
+excerpts, and fixed-width formatting that never loses a digit the input had.
 
 Every problem becomes a :class:`~tomoforge.io.FormatError` whose message is one line naming the file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +16,14 @@ from tomoforge.io.errors import FormatError
 
 __all__ = [
     "format_fixed",
+    "join_fixed",
+    "one_line",
     "parse_float",
     "parse_int",
     "quote",
     "read_bytes",
     "read_text",
-    "write_bytes_atomic",
-    "write_text_atomic",
+    "token_lines",
 ]
 
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -35,6 +34,11 @@ def quote(text: str, limit: int = 40) -> str:
     """Return ``text`` as a short, single-line, quoted excerpt for an error message."""
     short = text if len(text) <= limit else text[: limit - 1] + "…"
     return repr(short)
+
+
+def one_line(text: object) -> str:
+    """Collapse a message onto one line (for error sentences quoting other libraries)."""
+    return " ".join(str(text).split())
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -59,6 +63,14 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise FormatError(path, "is not a UTF-8 text file") from None
+
+
+def token_lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """The whitespace-separated tokens of every non-blank line, with its 1-based line number."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if tokens:
+            yield lineno, tokens
 
 
 def parse_float(token: str, path: str | Path, where: str) -> float:
@@ -95,33 +107,3 @@ def format_fixed(value: float, width: int, decimals: int, extra_decimals: int = 
 def join_fixed(tokens: list[str]) -> str:
     """Concatenate fixed-width fields, adding a space where a field has no leading blank (no fused numbers)."""
     return "".join(t if t.startswith(" ") else " " + t for t in tokens)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file next to ``path`` and move it into place with :func:`os.replace`.
-
-    Readers see either the old file or the complete new one; if anything fails the old file is untouched.
-    """
-    target = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise FormatError(target, f"cannot be written ({exc.strerror or type(exc).__name__})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise FormatError(target, f"cannot be written ({exc.strerror or type(exc).__name__})") from None
-        raise
-    return target
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text atomically (see :func:`write_bytes_atomic`)."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
