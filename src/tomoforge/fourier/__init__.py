@@ -1,5 +1,15 @@
 """Fourier-space kernels (FFT conventions of CONVENTIONS.md §9)."""
 
+from tomoforge.fourier.dose import critical_exposure, dose_filter_image, dose_weights
 from tomoforge.fourier.frequencies import dc_index, fftfreq_grid
+from tomoforge.fourier.shift import fourier_shift_2d, shift_phase_ramp_2d
 
-__all__ = ["dc_index", "fftfreq_grid"]
+__all__ = [
+    "critical_exposure",
+    "dc_index",
+    "dose_filter_image",
+    "dose_weights",
+    "fftfreq_grid",
+    "fourier_shift_2d",
+    "shift_phase_ramp_2d",
+]
