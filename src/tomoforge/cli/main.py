@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from .convert import convert_app
 from .run import RUN_EPILOG, StepCommandGroup
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ app = typer.Typer(
     "  tomoforge steps                       list the steps\n"
     "  tomoforge run STEP --help             show the parameters of a step\n"
     "  tomoforge run STEP --project myproject --input NAME=file.mrc\n"
-    "  tomoforge status myproject            list the runs of a project",
+    "  tomoforge status myproject            list the runs of a project\n"
+    "  tomoforge convert particles IN.tbl OUT.star --tomograms tomograms.star",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -50,6 +52,7 @@ run_app = typer.Typer(
 )
 app.add_typer(project_app, name="project")
 app.add_typer(run_app, name="run")
+app.add_typer(convert_app, name="convert")
 
 
 def _show_version(value: bool) -> None:
@@ -210,8 +213,20 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def _message(exc: BaseException) -> str | None:
     """The one-sentence message of an expected error, or None for a bug."""
+    from tomoforge.io import FormatError
+
+    if isinstance(exc, FormatError):
+        return _sentence(" ".join(str(exc).split()))
+    models = sys.modules.get("tomoforge.models")  # a ModelFileError exists only once its module is loaded
+    if models is not None and isinstance(exc, models.ModelFileError):
+        return _sentence(" ".join(str(exc).split()))
+
     from tomoforge.workflow import ParamsError, WorkflowError
 
     from .params import option_flag
@@ -229,8 +244,9 @@ def _message(exc: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line (the ``tomoforge`` console script).
 
-    Expected errors (:class:`tomoforge.workflow.WorkflowError`, file-system errors) are printed as
-    one red sentence on stderr with exit code 1; usage errors exit with code 2. Tracebacks are
+    Expected errors (:class:`tomoforge.workflow.WorkflowError`, :class:`tomoforge.io.FormatError`,
+    :class:`tomoforge.models.ModelFileError`, file-system errors) are printed as one red sentence on
+    stderr with exit code 1; usage errors exit with code 2. Tracebacks are
     shown only with ``--debug`` or ``TOMOFORGE_DEBUG=1``.
     """
     args = list(sys.argv[1:] if argv is None else argv)

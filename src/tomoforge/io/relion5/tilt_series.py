@@ -83,7 +83,7 @@ def relion_alignment_to_transform(
 
 
 def transform_to_relion_alignment(
-    transform: TiltTransform, rigid_tolerance: float | None = 1e-6
+    transform: TiltTransform, rigid_tolerance: float | None = 1e-5
 ) -> tuple[float, float, float]:
     """Inverse of :func:`relion_alignment_to_transform`: ``(rlnTomoZRot, rlnTomoXShiftAngst, rlnTomoYShiftAngst)``.
 
@@ -92,7 +92,8 @@ def transform_to_relion_alignment(
     transform
         A raw → aligned transform.
     rigid_tolerance
-        Largest allowed ``max |AᵀA − I|``: RELION 5 holds only a rotation per tilt. ``None`` accepts any ``A`` and
+        Largest allowed ``max |AᵀA − I|``: RELION 5 holds only a rotation per tilt (1e-5 admits IMOD .xf files,
+        whose 7 written decimals leave them rigid to about 1.2e-6). ``None`` accepts any ``A`` and
         writes the angle of its nearest rotation; the shift ``s = −A⁻¹·d`` (the tomogram centre's image position)
         is exact either way.
 
@@ -332,7 +333,7 @@ def write_relion_tilt_series(
     path: str | os.PathLike[str],
     *,
     template: pd.DataFrame | str | os.PathLike[str] | None = None,
-    rigid_tolerance: float | None = 1e-6,
+    rigid_tolerance: float | None = 1e-5,
 ) -> Path:
     """Write the included tilts of a tilt series as a RELION 5 tilt-series STAR file (``data_<ts_id>``), atomically.
 
