@@ -242,4 +242,15 @@ BUILTIN_FORMATS: list[FormatSpec] = [
         "Scipion SetOfTiltSeries sqlite (tilt images, doses, xf transforms) as tilt series",
     ),
     # --- end block: relion5, dynamo, scipion ---
+    # --- block: structure ---
+    FormatSpec(
+        "structure",
+        (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".cif.gz"),
+        "structure",
+        "tomoforge.io.structure",
+        "read_structure",
+        None,
+        "atomic model (PDB or mmCIF, first model): positions, elements, B-factors, chains",
+    ),
+    # --- end block: structure ---
 ]
