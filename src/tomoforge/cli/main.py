@@ -16,6 +16,8 @@ import typer
 
 from .convert import convert_app
 from .run import RUN_EPILOG, StepCommandGroup
+from .score import SCORE_EPILOG, score
+from .simulate import SIMULATE_EPILOG, simulate
 
 if TYPE_CHECKING:
     from tomoforge.workflow import RunRecord
@@ -202,6 +204,10 @@ def log(
             typer.echo(f"Run {run_id} has no log (it did not execute a step function).")
             return
         typer.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+
+
+app.command("score", epilog=SCORE_EPILOG)(score)
+app.command("simulate", epilog=SIMULATE_EPILOG)(simulate)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

@@ -253,4 +253,15 @@ BUILTIN_FORMATS: list[FormatSpec] = [
         "atomic model (PDB or mmCIF, first model): positions, elements, B-factors, chains",
     ),
     # --- end block: structure ---
+    # --- block: png ---
+    FormatSpec(
+        "png",
+        (".png",),
+        "image",
+        "tomoforge.io.png",
+        None,
+        "write_png",
+        "8-bit grayscale PNG (writer only, for previews; row 0 at the bottom as IMOD shows it)",
+    ),
+    # --- end block: png ---
 ]

@@ -1,8 +1,31 @@
-"""The simulator's kernels: atomic models → potentials, the HIV CA-SP1 hexamer reference, specimen and images.
+"""The simulator: atomic models → potentials, the HIV CA-SP1 hexamer, the procedural specimen, image formation,
+whole datasets with their ground truth, and previews.
 
-Every function is pure (tensors in, tensors out) and may use :mod:`tomoforge.io` and :mod:`tomoforge.models`.
+Kernels are pure functions on tensors; :mod:`tomoforge.simulate.dataset` writes files through :mod:`tomoforge.io`.
+This package may use the kernels, :mod:`tomoforge.io` and :mod:`tomoforge.models` (never workflow, steps or cli).
 """
 
+from tomoforge.simulate.dataset import (
+    DatasetSummary,
+    SeriesPlan,
+    TiltPlan,
+    default_mdoc_path,
+    generate_dataset,
+    load_acquisition,
+    particle_contrast_map,
+    plan_tilt_series,
+)
+from tomoforge.simulate.detector import (
+    DETECTOR_MTF_FILES,
+    MtfCurve,
+    XrayEvent,
+    add_xrays,
+    detector_mtf,
+    mtf_at,
+    mtf_filter,
+    poisson_counts,
+    read_mtf_star,
+)
 from tomoforge.simulate.hexamer import (
     HexamerFrame,
     hexamer_frame,
@@ -10,10 +33,52 @@ from tomoforge.simulate.hexamer import (
     load_hexamer_structure,
     select_central_hexamer,
 )
+from tomoforge.simulate.imaging import (
+    ICE_MOLECULES_PER_ANGSTROM3,
+    add_ice_texture,
+    contrast_spectrum,
+    expose,
+    fourier_bin,
+    fourier_upsample_spectrum,
+    frame_intensity,
+    frequency_magnitude,
+    image_wave,
+    interaction_constant_rad_per_volt_angstrom,
+    mtf_transfer,
+    project_tilt,
+)
+from tomoforge.simulate.motion import (
+    beam_induced_motion,
+)
 from tomoforge.simulate.potential import (
     ICE_MEAN_INNER_POTENTIAL_VOLT,
     atoms_to_potential,
     solvent_potential,
+)
+from tomoforge.simulate.presets import (
+    PRESETS,
+    SimulationConfig,
+    preset_config,
+)
+from tomoforge.simulate.preview import (
+    aligned_image,
+    motion_corrected_sum,
+    power_spectrum,
+    thon_ring_display,
+    to_uint8,
+    write_previews,
+)
+from tomoforge.simulate.render import (
+    GOLD_MEAN_INNER_POTENTIAL_VOLT,
+    HEADGROUP_EXCESS_POTENTIAL_VOLT,
+    LIPID_CORE_EXCESS_POTENTIAL_VOLT,
+    bilayer_profile,
+    render_gold,
+    render_ice,
+    render_membranes,
+    render_particles,
+    render_specimen,
+    volume_shape_zyx,
 )
 from tomoforge.simulate.scattering import (
     PENG_1996,
@@ -22,19 +87,94 @@ from tomoforge.simulate.scattering import (
     mean_inner_potential_volt,
     peng_parameters,
 )
+from tomoforge.simulate.specimen import (
+    DEFAULT_LATTICE_DEPTH_ANGSTROM,
+    DEFAULT_LATTICE_SPACING_ANGSTROM,
+    GoldBeads,
+    Particles,
+    Specimen,
+    Virus,
+    build_specimen,
+    ellipsoid_closest_point,
+    lattice_on_virus,
+    place_gold,
+    place_viruses,
+    random_rotation,
+)
 
 __all__ = [
-    "ICE_MEAN_INNER_POTENTIAL_VOLT",
-    "PENG_1996",
+    "ICE_MOLECULES_PER_ANGSTROM3",
+    "DEFAULT_LATTICE_DEPTH_ANGSTROM",
+    "DEFAULT_LATTICE_SPACING_ANGSTROM",
+    "DETECTOR_MTF_FILES",
+    "DatasetSummary",
+    "GOLD_MEAN_INNER_POTENTIAL_VOLT",
+    "GoldBeads",
+    "HEADGROUP_EXCESS_POTENTIAL_VOLT",
     "HexamerFrame",
+    "ICE_MEAN_INNER_POTENTIAL_VOLT",
+    "LIPID_CORE_EXCESS_POTENTIAL_VOLT",
+    "MtfCurve",
+    "PENG_1996",
+    "PRESETS",
+    "Particles",
+    "SeriesPlan",
+    "SimulationConfig",
+    "Specimen",
+    "TiltPlan",
+    "Virus",
+    "XrayEvent",
+    "add_ice_texture",
+    "add_xrays",
+    "aligned_image",
     "atoms_to_potential",
+    "beam_induced_motion",
+    "bilayer_profile",
+    "build_specimen",
+    "contrast_spectrum",
+    "default_mdoc_path",
+    "detector_mtf",
     "electron_scattering_factor_angstrom",
+    "ellipsoid_closest_point",
+    "expose",
+    "fourier_bin",
+    "fourier_upsample_spectrum",
+    "frame_intensity",
+    "frequency_magnitude",
+    "generate_dataset",
     "hexamer_frame",
     "hexamer_reference",
+    "image_wave",
     "implicit_hydrogen_counts",
+    "interaction_constant_rad_per_volt_angstrom",
+    "lattice_on_virus",
+    "load_acquisition",
     "load_hexamer_structure",
     "mean_inner_potential_volt",
+    "motion_corrected_sum",
+    "mtf_at",
+    "mtf_filter",
+    "mtf_transfer",
+    "particle_contrast_map",
     "peng_parameters",
+    "place_gold",
+    "place_viruses",
+    "plan_tilt_series",
+    "poisson_counts",
+    "power_spectrum",
+    "preset_config",
+    "project_tilt",
+    "random_rotation",
+    "read_mtf_star",
+    "render_gold",
+    "render_ice",
+    "render_membranes",
+    "render_particles",
+    "render_specimen",
     "select_central_hexamer",
     "solvent_potential",
+    "thon_ring_display",
+    "to_uint8",
+    "volume_shape_zyx",
+    "write_previews",
 ]
