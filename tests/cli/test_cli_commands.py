@@ -13,21 +13,9 @@ from tomoforge.workflow import Project, ProjectError
 
 
 @pytest.fixture
-def cli(toy, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call the CLI; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+def cli(toy, cli):
+    """The CLI (tests/cli/conftest.py) with the toy steps registered."""
+    return cli
 
 
 def _one_sentence_error(err: str) -> str:

@@ -9,29 +9,8 @@ from pathlib import Path
 import pytest
 import starfile
 
-from tomoforge.cli.main import main
-
 DATA = Path(__file__).resolve().parents[1] / "data"
 RELION = DATA / "relion5_empiar10164"
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call the CLI in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("TOMOFORGE_DEBUG", raising=False)
-
-    def invoke(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def one_sentence_error(err: str) -> str:

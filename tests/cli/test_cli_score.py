@@ -8,29 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tomoforge.cli.main import main
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulate"))
 from test_scoring_fixtures import TS, make_export, write_export  # noqa: E402
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call the CLI in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("TOMOFORGE_DEBUG", raising=False)
-
-    def invoke(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+def cli_columns() -> int:
+    """Wide enough for the score tables."""
+    return 250
 
 
 def test_help_shows_examples(cli) -> None:

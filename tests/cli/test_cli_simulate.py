@@ -6,29 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tomoforge.cli.main import main
 from tomoforge.io.mdoc import read_tilt_series_mdoc
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call the CLI in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("TOMOFORGE_DEBUG", raising=False)
-
-    def invoke(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_tiny_preset_writes_frames_truth_and_previews(cli, tmp_path: Path) -> None:

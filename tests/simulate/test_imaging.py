@@ -36,6 +36,53 @@ def _gaussian_volume(n: int, centre_xyz_px: tuple[float, float, float], sigma_px
     return torch.exp(-r2 / (2.0 * sigma_px**2)).to(torch.float32)
 
 
+def _project(
+    volume: torch.Tensor,
+    *,
+    voxel: float,
+    shape_yx: tuple[int, int],
+    n_slabs: int,
+    tilt_deg: float = 0.0,
+    axis_deg: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`project_tilt` with the arguments these tests vary."""
+    return project_tilt(
+        volume,
+        voxel_size_angstrom=voxel,
+        tilt_angle_deg=tilt_deg,
+        tilt_axis_angle_deg=axis_deg,
+        out_shape_yx=shape_yx,
+        n_slabs=n_slabs,
+        **kwargs,
+    )
+
+
+def _round_spectrum(
+    slabs: torch.Tensor, depths: torch.Tensor, *, pixel: float, defocus: float
+) -> torch.Tensor:
+    """:func:`contrast_spectrum` of a view without astigmatism at the ``OPTICS`` constants."""
+    return contrast_spectrum(
+        slabs,
+        depths,
+        pixel_size_angstrom=pixel,
+        defocus_u_angstrom=defocus,
+        defocus_v_angstrom=defocus,
+        astigmatism_angle_deg=0.0,
+        **OPTICS,
+    )
+
+
+def _upsample_with_mtf(
+    spectrum: torch.Tensor, shape_yx: tuple[int, int], factor: int, detector: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectrum on the super-resolution grid ``factor`` times finer, and the detector's MTF there."""
+    fine = fourier_upsample_spectrum(spectrum, shape_yx, factor)
+    fine_shape = (factor * shape_yx[0], factor * shape_yx[1])
+    mtf = mtf_transfer(fine_shape, detector_mtf(detector), detector_pixels_per_image_pixel=0.5)
+    return fine, mtf
+
+
 def test_interaction_constant_matches_kirkland():
     # σ = 2π m e λ / h²: 0.00065258 rad/(V·Å) at 300 kV and 0.00072884 at 200 kV (Kirkland 2010, table 5.2 numbers)
     assert interaction_constant_rad_per_volt_angstrom(300.0) == pytest.approx(6.5258e-4, rel=2e-4)
@@ -83,23 +130,9 @@ def test_bead_projects_where_the_projection_model_says(theta, alpha, phi, shift)
 def test_border_padding_continues_the_ice_beyond_the_volume():
     volume = torch.zeros(40, 48, 48)
     volume[10:30] = 4.5  # a 20-voxel slab of "ice"
-    border, _ = project_tilt(
-        volume,
-        voxel_size_angstrom=1.0,
-        tilt_angle_deg=60.0,
-        tilt_axis_angle_deg=10.0,
-        out_shape_yx=(48, 48),
-        n_slabs=4,
-    )
-    zeros, _ = project_tilt(
-        volume,
-        voxel_size_angstrom=1.0,
-        tilt_angle_deg=60.0,
-        tilt_axis_angle_deg=10.0,
-        out_shape_yx=(48, 48),
-        n_slabs=4,
-        lateral_padding="zeros",
-    )
+    geometry = {"voxel": 1.0, "tilt_deg": 60.0, "axis_deg": 10.0, "shape_yx": (48, 48), "n_slabs": 4}
+    border, _ = _project(volume, **geometry)
+    zeros, _ = _project(volume, **geometry, lateral_padding="zeros")
     expected = 4.5 * 20 / math.cos(math.radians(60.0))  # V·Å through the tilted slab
     assert torch.allclose(border.sum(0), torch.full((48, 48), expected), rtol=0.01)
     assert float(zeros.sum(0).min()) < 0.7 * expected  # without it the slab ends at the volume's sides
@@ -108,14 +141,7 @@ def test_border_padding_continues_the_ice_beyond_the_volume():
 def test_ice_texture_has_the_poisson_statistics_of_its_molecules():
     volume = torch.zeros(60, 64, 64)
     volume[10:50] = 4.575  # 40 voxels of ice at its mean inner potential
-    slabs, depths = project_tilt(
-        volume,
-        voxel_size_angstrom=5.0,
-        tilt_angle_deg=0.0,
-        tilt_axis_angle_deg=0.0,
-        out_shape_yx=(64, 64),
-        n_slabs=6,
-    )
+    slabs, depths = _project(volume, voxel=5.0, shape_yx=(64, 64), n_slabs=6)
     textured = add_ice_texture(
         slabs,
         depths,
@@ -172,25 +198,11 @@ def test_thon_ring_zeros_match_the_true_defocus(tilt_deg, slab_offset_px):
     volume = torch.zeros(64, n, n)
     z0 = 32 + slab_offset_px
     volume[z0 - 1 : z0 + 2] = 20.0 * torch.randn((3, n, n), generator=generator)
-    slabs, depths = project_tilt(
-        volume,
-        voxel_size_angstrom=voxel,
-        tilt_angle_deg=tilt_deg,
-        tilt_axis_angle_deg=85.3,
-        out_shape_yx=(n, n),
-        n_slabs=24,
+    slabs, depths = _project(
+        volume, voxel=voxel, tilt_deg=tilt_deg, axis_deg=85.3, shape_yx=(n, n), n_slabs=24
     )
-    spectrum = contrast_spectrum(
-        slabs,
-        depths,
-        pixel_size_angstrom=voxel,
-        defocus_u_angstrom=defocus,
-        defocus_v_angstrom=defocus,
-        astigmatism_angle_deg=0.0,
-        **OPTICS,
-    )
-    fine = fourier_upsample_spectrum(spectrum, (n, n), 2)
-    mtf = mtf_transfer((2 * n, 2 * n), detector_mtf("k2_300kv"), detector_pixels_per_image_pixel=0.5)
+    spectrum = _round_spectrum(slabs, depths, pixel=voxel, defocus=defocus)
+    fine, mtf = _upsample_with_mtf(spectrum, (n, n), 2, "k2_300kv")
     intensity = frame_intensity(
         fine, shape_yx=(2 * n, 2 * n), pixel_size_angstrom=voxel / 2, voltage_kv=300.0, mtf=mtf
     )
@@ -207,14 +219,7 @@ def test_mean_counts_match_the_dose_and_noise_is_poisson():
     generator = torch.Generator().manual_seed(0)
     volume = torch.zeros(16, 128, 128)
     volume[6:10] = 3.0 * torch.randn((4, 128, 128), generator=generator)
-    slabs, depths = project_tilt(
-        volume,
-        voxel_size_angstrom=4.0,
-        tilt_angle_deg=20.0,
-        tilt_axis_angle_deg=80.0,
-        out_shape_yx=(128, 128),
-        n_slabs=4,
-    )
+    slabs, depths = _project(volume, voxel=4.0, tilt_deg=20.0, axis_deg=80.0, shape_yx=(128, 128), n_slabs=4)
     intensity = image_wave(
         slabs,
         depths,
@@ -233,25 +238,9 @@ def test_mean_counts_match_the_dose_and_noise_is_poisson():
     assert counts.dtype == torch.int32 and int(counts.min()) >= 0
     # An empty specimen: a flat expected image, and counts with variance = mean.
     empty = torch.zeros(8, 96, 96)
-    slabs, depths = project_tilt(
-        empty,
-        voxel_size_angstrom=4.0,
-        tilt_angle_deg=0.0,
-        tilt_axis_angle_deg=0.0,
-        out_shape_yx=(96, 96),
-        n_slabs=2,
-    )
-    spectrum = contrast_spectrum(
-        slabs,
-        depths,
-        pixel_size_angstrom=4.0,
-        defocus_u_angstrom=3e4,
-        defocus_v_angstrom=3e4,
-        astigmatism_angle_deg=0.0,
-        **OPTICS,
-    )
-    fine = fourier_upsample_spectrum(spectrum, (96, 96), 4)
-    mtf = mtf_transfer((384, 384), detector_mtf("k3_300kv"), detector_pixels_per_image_pixel=0.5)
+    slabs, depths = _project(empty, voxel=4.0, shape_yx=(96, 96), n_slabs=2)
+    spectrum = _round_spectrum(slabs, depths, pixel=4.0, defocus=3e4)
+    fine, mtf = _upsample_with_mtf(spectrum, (96, 96), 4, "k3_300kv")
     flat = frame_intensity(fine, shape_yx=(384, 384), pixel_size_angstrom=1.0, voltage_kv=300.0, mtf=mtf)
     assert torch.allclose(flat, torch.ones_like(flat), atol=1e-5)
     counts, _ = expose(flat, electrons_per_pixel=5.0, generator=torch.Generator().manual_seed(2))
@@ -261,14 +250,7 @@ def test_mean_counts_match_the_dose_and_noise_is_poisson():
 
 def test_positive_potential_is_dark_in_underfocus_and_dose_damps_high_frequencies():
     volume = _gaussian_volume(32, (0.0, 0.0, 0.0), 2.0) * 5.0
-    slabs, depths = project_tilt(
-        volume,
-        voxel_size_angstrom=2.0,
-        tilt_angle_deg=0.0,
-        tilt_axis_angle_deg=0.0,
-        out_shape_yx=(64, 64),
-        n_slabs=2,
-    )
+    slabs, depths = _project(volume, voxel=2.0, shape_yx=(64, 64), n_slabs=2)
     common = {
         "pixel_size_angstrom": 2.0,
         "defocus_u_angstrom": 10000.0,
@@ -307,25 +289,9 @@ def test_frame_motion_in_the_movie_equals_the_truth():
     generator = torch.Generator().manual_seed(5)
     volume = torch.zeros(12, 96, 96)
     volume[4:8] = 8.0 * torch.randn((4, 96, 96), generator=generator)
-    slabs, depths = project_tilt(
-        volume,
-        voxel_size_angstrom=4.0,
-        tilt_angle_deg=10.0,
-        tilt_axis_angle_deg=85.0,
-        out_shape_yx=(96, 96),
-        n_slabs=2,
-    )
-    spectrum = contrast_spectrum(
-        slabs,
-        depths,
-        pixel_size_angstrom=4.0,
-        defocus_u_angstrom=2e4,
-        defocus_v_angstrom=2e4,
-        astigmatism_angle_deg=0.0,
-        **OPTICS,
-    )
-    fine = fourier_upsample_spectrum(spectrum, (96, 96), 2)
-    mtf = mtf_transfer((192, 192), detector_mtf("k2_300kv"), detector_pixels_per_image_pixel=0.5)
+    slabs, depths = _project(volume, voxel=4.0, tilt_deg=10.0, axis_deg=85.0, shape_yx=(96, 96), n_slabs=2)
+    spectrum = _round_spectrum(slabs, depths, pixel=4.0, defocus=2e4)
+    fine, mtf = _upsample_with_mtf(spectrum, (96, 96), 2, "k2_300kv")
     shifts = torch.tensor([[0.0, 0.0], [1.3, -0.7], [2.45, 0.6], [-3.2, 4.15]], dtype=torch.float64)
     noise = torch.Generator().manual_seed(6)
     frames = []

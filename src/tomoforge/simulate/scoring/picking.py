@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tomoforge.geometry import rotation_x, rotation_z
+from tomoforge.averaging import symmetry_rotations
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.simulate.scoring._common import NotProvided, Scored
 
@@ -94,6 +94,8 @@ def match_points(
 def symmetry_operators(symmetry: str, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Rotations of a cyclic or dihedral point group (RELION's setting: the n-fold axis along z, a 2-fold along x).
 
+    Same as :func:`tomoforge.averaging.symmetry_rotations` (on the default device).
+
     Parameters
     ----------
     symmetry
@@ -109,14 +111,7 @@ def symmetry_operators(symmetry: str, *, dtype: torch.dtype = torch.float64) -> 
     ValueError
         For other point groups.
     """
-    text = symmetry.strip().upper()
-    if len(text) < 2 or text[0] not in "CD" or not text[1:].isdigit() or int(text[1:]) < 1:
-        raise ValueError(f"symmetry must be Cn or Dn (e.g. C6), got {symmetry!r}")
-    n = int(text[1:])
-    ops = rotation_z(torch.arange(n, dtype=dtype) * (360.0 / n))
-    if text[0] == "D":
-        ops = torch.cat([ops, ops @ rotation_x(torch.tensor(180.0, dtype=dtype))])
-    return ops
+    return symmetry_rotations(symmetry, dtype=dtype)
 
 
 def orientation_errors_deg(
