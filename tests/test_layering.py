@@ -14,7 +14,17 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tomoforge"
 
-KERNELS = {"geometry", "fourier", "motion", "ctf", "alignment", "reconstruction", "picking", "averaging"}
+KERNELS = {
+    "geometry",
+    "fourier",
+    "motion",
+    "ctf",
+    "preprocess",
+    "alignment",
+    "reconstruction",
+    "picking",
+    "averaging",
+}
 ALLOWED: dict[str, set[str]] = {
     **{k: KERNELS for k in KERNELS},
     "models": {"models"},
