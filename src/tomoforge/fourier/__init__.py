@@ -1,5 +1,6 @@
 """Fourier-space kernels (FFT conventions of CONVENTIONS.md §9)."""
 
+from tomoforge.fourier.crop import fourier_bin_2d, fourier_crop_rfft_2d
 from tomoforge.fourier.dose import critical_exposure, dose_filter_image, dose_weights
 from tomoforge.fourier.frequencies import dc_index, fftfreq_grid
 from tomoforge.fourier.shift import fourier_shift_2d, shift_phase_ramp_2d
@@ -10,6 +11,8 @@ __all__ = [
     "dose_filter_image",
     "dose_weights",
     "fftfreq_grid",
+    "fourier_bin_2d",
+    "fourier_crop_rfft_2d",
     "fourier_shift_2d",
     "shift_phase_ramp_2d",
 ]
