@@ -1,0 +1,195 @@
+"""Reading and writing the artifacts the preprocessing steps pass to each other.
+
+Artifact kinds
+--------------
+``movies_folder``
+    An external folder of SerialEM ``.mdoc`` files with their movies next to them (the input of
+    ``import.movies``).
+``tilt_series_movies``
+    A folder with one ``<ts>.json`` per tilt series: the :class:`~tomoforge.models.TiltSeriesMovies` model dump
+    (movie files by absolute path, as imported).
+``tilt_series``
+    A folder with, per tilt series:
+
+    * ``<ts>.mrc``: the image stack, one image per tilt, sorted by tilt angle (stack index order);
+    * ``<ts>.json``: the :class:`~tomoforge.models.TiltSeries` model; its stack paths are stored relative to the
+      folder (the folder moves into the run folder after the step) and made absolute by :func:`read_tilt_series`;
+    * optionally ``<ts>_even.mrc`` / ``<ts>_odd.mrc``: the stacks of the even (0, 2, …) and odd frames;
+    * optionally ``<ts>_motion.csv`` (from ``motion.correct``): columns ``acquisition_order, tilt_angle_deg,
+      frame, shift_x_angstrom, shift_y_angstrom``, the specimen displacement of each frame relative to the first
+      aligned frame, in Å, in the grid of the movie (the simulator's ``truth/motion/<ts>.csv`` convention);
+    * optionally ``<ts>_dose_filter.json`` (from ``dose.filter``): the series is dose filtered; the
+      :class:`~tomoforge.models.TiltSeries` model has no field for that, so the flag, the filter settings and the
+      original prior doses live in this sidecar (see :class:`DoseFilterRecord`).
+
+Later steps copy the sidecars they do not change (:func:`copy_sidecars`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from tomoforge.models import TiltSeries, TiltSeriesMovies, load_json, save_json
+
+__all__ = [
+    "DoseFilterRecord",
+    "SIDECAR_SUFFIXES",
+    "copy_sidecars",
+    "read_dose_filter_record",
+    "read_motion_table",
+    "read_tilt_series",
+    "read_tilt_series_movies",
+    "write_dose_filter_record",
+    "write_motion_table",
+    "write_tilt_series",
+    "write_tilt_series_movies",
+]
+
+SIDECAR_SUFFIXES = ("_motion.csv", "_dose_filter.json")
+"""File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
+
+MOTION_HEADER = "acquisition_order,tilt_angle_deg,frame,shift_x_angstrom,shift_y_angstrom"
+
+
+def _json_files(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: the {what} folder does not exist")
+    files = sorted(p for p in folder.glob("*.json") if not p.name.endswith(SIDECAR_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"{folder}: the {what} folder holds no <ts>.json file")
+    return files
+
+
+def write_tilt_series_movies(folder: Path, series: Sequence[TiltSeriesMovies]) -> None:
+    """Write one ``<ts>.json`` per tilt series into ``folder`` (created if needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for movies in series:
+        save_json(movies, folder / f"{movies.ts_id}.json")
+
+
+def read_tilt_series_movies(folder: Path) -> list[TiltSeriesMovies]:
+    """Read the ``<ts>.json`` files of a ``tilt_series_movies`` folder, sorted by file name."""
+    return [load_json(TiltSeriesMovies, path) for path in _json_files(folder, "tilt-series movies")]
+
+
+def _relative(path: Path | None, folder: Path) -> Path | None:
+    if path is None:
+        return None
+    return Path(os.path.relpath(path, folder)) if path.is_absolute() else path
+
+
+def _absolute(path: Path | None, folder: Path) -> Path | None:
+    if path is None:
+        return None
+    return path if path.is_absolute() else folder / path
+
+
+def write_tilt_series(folder: Path, series: TiltSeries) -> Path:
+    """Write ``<ts>.json`` with its stack paths made relative to ``folder``; return the JSON path."""
+    stored = series.model_copy(
+        update={
+            "stack_file": _relative(series.stack_file, folder),
+            "even_stack_file": _relative(series.even_stack_file, folder),
+            "odd_stack_file": _relative(series.odd_stack_file, folder),
+        }
+    )
+    return save_json(stored, folder / f"{series.ts_id}.json")
+
+
+def read_tilt_series(folder: Path) -> list[TiltSeries]:
+    """Read the ``<ts>.json`` files of a ``tilt_series`` folder with their stack paths made absolute.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder, its JSON files or a stack they name is missing (the message names the file).
+    """
+    result = []
+    for path in _json_files(folder, "tilt-series"):
+        series = load_json(TiltSeries, path)
+        series = series.model_copy(
+            update={
+                "stack_file": _absolute(series.stack_file, folder),
+                "even_stack_file": _absolute(series.even_stack_file, folder),
+                "odd_stack_file": _absolute(series.odd_stack_file, folder),
+            }
+        )
+        if not series.stack_file.is_file():
+            raise FileNotFoundError(f"{series.stack_file}: the stack named by {path.name} is missing")
+        result.append(series)
+    return result
+
+
+def write_motion_table(
+    path: Path,
+    acquisition_order: Sequence[int],
+    tilt_angle_deg: Sequence[float],
+    frames: Sequence[np.ndarray],
+    shifts_xy_angstrom: Sequence[np.ndarray],
+) -> None:
+    """Write ``<ts>_motion.csv``: per tilt, the frame indices ``(n,)`` and their shifts ``(n, 2)`` in Å."""
+    lines = [MOTION_HEADER]
+    for order, angle, frame, shift in zip(
+        acquisition_order, tilt_angle_deg, frames, shifts_xy_angstrom, strict=True
+    ):
+        for f, (sx, sy) in zip(frame, np.asarray(shift, dtype=np.float64), strict=True):
+            lines.append(f"{int(order)},{float(angle)!r},{int(f)},{float(sx)!r},{float(sy)!r}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_motion_table(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read ``<ts>_motion.csv`` into ``{acquisition order: (frames (n,), shifts (n, 2) in Å)}``."""
+    rows = path.read_text(encoding="utf-8").splitlines()
+    if not rows or rows[0].strip() != MOTION_HEADER:
+        raise ValueError(f"{path}: not a motion table (expected the header {MOTION_HEADER})")
+    table: dict[int, list[tuple[int, float, float]]] = {}
+    for row in rows[1:]:
+        order, _, frame, sx, sy = row.split(",")
+        table.setdefault(int(order), []).append((int(frame), float(sx), float(sy)))
+    return {
+        order: (np.array([r[0] for r in values]), np.array([[r[1], r[2]] for r in values]))
+        for order, values in table.items()
+    }
+
+
+class DoseFilterRecord(BaseModel):
+    """Contents of ``<ts>_dose_filter.json``: the series was exposure filtered, and with what."""
+
+    dose_filtered: bool = Field(True, description="The images were exposure (dose) filtered.")
+    mode: str = Field(
+        description="Exposure the filter was evaluated at: 'mean', 'start' or 'end' of each tilt."
+    )
+    voltage_kv: float = Field(description="Voltage in kV used for the critical exposures.")
+    initial_dose_e_per_angstrom2: float = Field(description="Dose in e⁻/Å² added to every prior dose.")
+    prior_dose_e_per_angstrom2: list[float] = Field(
+        description="Original prior dose of each tilt in e⁻/Å², stack order (the series now holds 0)."
+    )
+    dose_e_per_angstrom2: list[float] = Field(description="Own dose of each tilt in e⁻/Å², stack order.")
+
+
+def write_dose_filter_record(folder: Path, ts_id: str, record: DoseFilterRecord) -> None:
+    """Write ``<ts>_dose_filter.json``."""
+    save_json(record, folder / f"{ts_id}_dose_filter.json")
+
+
+def read_dose_filter_record(folder: Path, ts_id: str) -> DoseFilterRecord | None:
+    """Read ``<ts>_dose_filter.json``, or None when the series was not dose filtered."""
+    path = folder / f"{ts_id}_dose_filter.json"
+    if not path.is_file():
+        return None
+    return DoseFilterRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def copy_sidecars(source: Path, target: Path, ts_id: str, *, skip: Sequence[str] = ()) -> None:
+    """Copy the sidecars of ``ts_id`` (see :data:`SIDECAR_SUFFIXES`) from ``source`` to ``target``."""
+    for suffix in SIDECAR_SUFFIXES:
+        path = source / f"{ts_id}{suffix}"
+        if suffix not in skip and path.is_file():
+            shutil.copyfile(path, target / path.name)
