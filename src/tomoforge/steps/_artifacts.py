@@ -52,7 +52,7 @@ __all__ = [
     "write_tilt_series_movies",
 ]
 
-SIDECAR_SUFFIXES = ("_motion.csv", "_dose_filter.json")
+SIDECAR_SUFFIXES = ("_motion.csv", "_dose_filter.json", "_xrays.csv")
 """File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
 
 MOTION_HEADER = "acquisition_order,tilt_angle_deg,frame,shift_x_angstrom,shift_y_angstrom"
