@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ __all__ = [
     "DoseFilterRecord",
     "SIDECAR_SUFFIXES",
     "copy_sidecars",
+    "map_stacks",
+    "series_stacks",
     "read_dose_filter_record",
     "read_motion_table",
     "read_tilt_series",
@@ -193,3 +195,62 @@ def copy_sidecars(source: Path, target: Path, ts_id: str, *, skip: Sequence[str]
         path = source / f"{ts_id}{suffix}"
         if suffix not in skip and path.is_file():
             shutil.copyfile(path, target / path.name)
+
+
+def series_stacks(series: TiltSeries) -> dict[str, Path]:
+    """The stacks of a tilt series by model field: the full stack, plus the even/odd halves when both exist."""
+    stacks = {"stack_file": series.stack_file}
+    if series.even_stack_file is not None and series.odd_stack_file is not None:
+        stacks.update(even_stack_file=series.even_stack_file, odd_stack_file=series.odd_stack_file)
+    return stacks
+
+
+def map_stacks(
+    series: TiltSeries,
+    out: Path,
+    transform: Callable[[str, int, np.ndarray], np.ndarray],
+    *,
+    progress: Callable[[], object],
+    out_shape_yx: tuple[int, int] | None = None,
+    pixel_size_angstrom: float | None = None,
+) -> dict[str, Path]:
+    """Write every stack of ``series`` into ``out`` image by image, through ``transform``.
+
+    Parameters
+    ----------
+    series
+        The input tilt series; each of its stacks (:func:`series_stacks`) is read lazily and must hold one image
+        per tilt.
+    out
+        The output folder; each stack keeps its file name.
+    transform
+        ``transform(field, tilt_index, image (h, w) float32) -> image (h', w')``; called for the full stack first,
+        then for the even and odd halves, so a step can reuse what it found on the full stack.
+    progress
+        Called once per image written.
+    out_shape_yx, pixel_size_angstrom
+        Shape and pixel size of the output images (default: those of the input).
+
+    Returns
+    -------
+    dict
+        The written stack paths by model field, ready for ``series.model_copy(update=...)``.
+    """
+    from tomoforge.io.mrc import MrcWriter, read_mrc
+
+    written: dict[str, Path] = {}
+    for field, path in series_stacks(series).items():
+        volume = read_mrc(path)
+        data = volume.data if volume.data.ndim == 3 else volume.data[np.newaxis]
+        if data.shape[0] != series.n_tilts:
+            raise ValueError(f"{path}: holds {data.shape[0]} images for a series of {series.n_tilts} tilts")
+        shape = out_shape_yx if out_shape_yx is not None else (int(data.shape[1]), int(data.shape[2]))
+        pixel = pixel_size_angstrom if pixel_size_angstrom is not None else series.pixel_size_angstrom
+        target = out / path.name
+        with MrcWriter(target, (series.n_tilts, *shape), voxel_size_angstrom=pixel, is_stack=True) as writer:
+            for i in range(series.n_tilts):
+                image = transform(field, i, np.array(data[i], dtype=np.float32))
+                writer.write(np.asarray(image, dtype=np.float32), i)
+                progress()
+        written[field] = target
+    return written

@@ -97,11 +97,12 @@ def dose_filter(params: DoseFilterParams, inputs: Inputs, ctx: RunContext) -> di
     import torch
 
     from tomoforge.fourier import dose_filter_image
-    from tomoforge.io.mrc import MrcWriter, read_mrc
     from tomoforge.steps._artifacts import (
         DoseFilterRecord,
         copy_sidecars,
+        map_stacks,
         read_tilt_series,
+        series_stacks,
         write_dose_filter_record,
         write_tilt_series,
     )
@@ -113,35 +114,30 @@ def dose_filter(params: DoseFilterParams, inputs: Inputs, ctx: RunContext) -> di
         voltage = series.acquisition.voltage_kv
         prior = [t.prior_dose_e_per_angstrom2 + params.initial_dose_e_per_angstrom2 for t in series.tilts]
         dose = [t.dose_e_per_angstrom2 for t in series.tilts]
-        stacks = {"stack_file": series.stack_file}
-        if series.even_stack_file is not None and series.odd_stack_file is not None:
-            stacks.update(even_stack_file=series.even_stack_file, odd_stack_file=series.odd_stack_file)
-        written: dict[str, Path] = {}
-        progress = ctx.progress(len(stacks) * series.n_tilts, f"{series.ts_id}: dose filtering")
-        for field, path in stacks.items():
-            volume = read_mrc(path)
-            data = volume.data if volume.data.ndim == 3 else volume.data[np.newaxis]
-            if data.shape[0] != series.n_tilts:
-                raise ValueError(
-                    f"{path}: holds {data.shape[0]} images for a series of {series.n_tilts} tilts"
-                )
-            target = out / path.name
-            with MrcWriter(
-                target, data.shape, voxel_size_angstrom=series.pixel_size_angstrom, is_stack=True
-            ) as writer:
-                for i in range(series.n_tilts):
-                    image = torch.from_numpy(np.array(data[i], dtype=np.float32))
-                    filtered = dose_filter_image(
-                        image,
-                        pixel_size_angstrom=series.pixel_size_angstrom,
-                        prior_dose_e_per_angstrom2=prior[i],
-                        dose_e_per_angstrom2=dose[i],
-                        voltage_kv=voltage,
-                        mode=params.mode,
-                    )
-                    writer.write(filtered.numpy(), i)
-                    progress()
-            written[field] = target
+        progress = ctx.progress(
+            len(series_stacks(series)) * series.n_tilts, f"{series.ts_id}: dose filtering"
+        )
+
+        def _filter(
+            field: str,
+            i: int,
+            image: np.ndarray,
+            pixel: float = series.pixel_size_angstrom,
+            voltage: float = voltage,
+            prior_doses: list[float] = prior,
+            own_doses: list[float] = dose,
+        ) -> np.ndarray:
+            filtered = dose_filter_image(
+                torch.from_numpy(image),
+                pixel_size_angstrom=pixel,
+                prior_dose_e_per_angstrom2=prior_doses[i],
+                dose_e_per_angstrom2=own_doses[i],
+                voltage_kv=voltage,
+                mode=params.mode,
+            )
+            return filtered.numpy()
+
+        written = map_stacks(series, out, _filter, progress=progress)
         progress.close()
         filtered_series = series.model_copy(
             update={**written, "tilts": [t.replace(prior_dose_e_per_angstrom2=0.0) for t in series.tilts]}

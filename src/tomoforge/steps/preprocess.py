@@ -80,39 +80,43 @@ def preprocess_bin(params: BinParams, inputs: Inputs, ctx: RunContext) -> dict[s
     import torch
 
     from tomoforge.fourier import fourier_bin_2d
-    from tomoforge.io.mrc import MrcWriter, read_mrc
-    from tomoforge.steps._artifacts import copy_sidecars, read_tilt_series, write_tilt_series
+    from tomoforge.io.mrc import read_mrc
+    from tomoforge.steps._artifacts import (
+        copy_sidecars,
+        map_stacks,
+        read_tilt_series,
+        series_stacks,
+        write_tilt_series,
+    )
 
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
     out.mkdir()
     factor = params.binning
     for series in read_tilt_series(source):
-        stacks = {"stack_file": series.stack_file}
-        if series.even_stack_file is not None and series.odd_stack_file is not None:
-            stacks.update(even_stack_file=series.even_stack_file, odd_stack_file=series.odd_stack_file)
-        written: dict[str, Path] = {}
-        shape: tuple[int, int] = (0, 0)
-        progress = ctx.progress(len(stacks) * series.n_tilts, f"{series.ts_id}: binning")
-        for field, path in stacks.items():
-            volume = read_mrc(path)
-            data = volume.data if volume.data.ndim == 3 else volume.data[np.newaxis]
-            (y0, my), (x0, mx) = binned_window(data.shape[1], factor), binned_window(data.shape[2], factor)
-            shape = (my, mx)
-            target = out / path.name
-            pixel = series.pixel_size_angstrom * factor
-            with MrcWriter(
-                target, (data.shape[0], my, mx), voxel_size_angstrom=pixel, is_stack=True
-            ) as writer:
-                for i in range(data.shape[0]):
-                    window = np.array(data[i, y0 : y0 + factor * my, x0 : x0 + factor * mx], dtype=np.float64)
-                    image = fourier_bin_2d(torch.from_numpy(window), factor)
-                    if params.normalise:
-                        sd = float(image.std(correction=0))
-                        image = (image - image.mean()) / (sd if sd > 0 else 1.0)
-                    writer.write(image.to(torch.float32).numpy(), i)
-                    progress()
-            written[field] = target
+        height, width = series.image_shape_yx or read_mrc(series.stack_file).data.shape[-2:]
+        (y0, my), (x0, mx) = binned_window(height, factor), binned_window(width, factor)
+        shape = (my, mx)
+        progress = ctx.progress(len(series_stacks(series)) * series.n_tilts, f"{series.ts_id}: binning")
+
+        def _bin(
+            field: str, i: int, image: np.ndarray, y0: int = y0, x0: int = x0, my: int = my, mx: int = mx
+        ) -> np.ndarray:
+            window = np.array(image[y0 : y0 + factor * my, x0 : x0 + factor * mx], dtype=np.float64)
+            binned = fourier_bin_2d(torch.from_numpy(window), factor)
+            if params.normalise:
+                sd = float(binned.std(correction=0))
+                binned = (binned - binned.mean()) / (sd if sd > 0 else 1.0)
+            return binned.to(torch.float32).numpy()
+
+        written = map_stacks(
+            series,
+            out,
+            _bin,
+            progress=progress,
+            out_shape_yx=shape,
+            pixel_size_angstrom=series.pixel_size_angstrom * factor,
+        )
         progress.close()
         binned = series.model_copy(
             update={

@@ -136,48 +136,48 @@ def xray_erase(params: XrayEraseParams, inputs: Inputs, ctx: RunContext) -> dict
     import numpy as np
     import torch
 
-    from tomoforge.io.mrc import MrcWriter, read_mrc
     from tomoforge.preprocess import erase_xrays, find_xrays
-    from tomoforge.steps._artifacts import copy_sidecars, read_tilt_series, write_tilt_series
+    from tomoforge.steps._artifacts import (
+        copy_sidecars,
+        map_stacks,
+        read_tilt_series,
+        series_stacks,
+        write_tilt_series,
+    )
 
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
     out.mkdir()
     for series in read_tilt_series(source):
-        stacks = {"stack_file": series.stack_file}
-        if series.even_stack_file is not None and series.odd_stack_file is not None:
-            stacks.update(even_stack_file=series.even_stack_file, odd_stack_file=series.odd_stack_file)
         angles = series.tilt_angles_deg
         masks: list[torch.Tensor] = []
         lines = [XRAY_HEADER]
-        written: dict[str, Path] = {}
-        progress = ctx.progress(len(stacks) * series.n_tilts, f"{series.ts_id}: erasing X-rays")
-        for field, path in stacks.items():
-            volume = read_mrc(path)
-            data = volume.data if volume.data.ndim == 3 else volume.data[np.newaxis]
-            if data.shape[0] != series.n_tilts:
-                raise ValueError(
-                    f"{path}: holds {data.shape[0]} images for a series of {series.n_tilts} tilts"
-                )
-            target = out / path.name
-            with MrcWriter(
-                target, data.shape, voxel_size_angstrom=series.pixel_size_angstrom, is_stack=True
-            ) as writer:
-                for i in range(series.n_tilts):
-                    image = torch.from_numpy(np.array(data[i], dtype=np.float32))
-                    if field == "stack_file":
-                        mask, objects = find_xrays(image, **params.find_kwargs())
-                        masks.append(mask)
-                        lines += [
-                            f"{i},{float(angles[i])!r},{o.y_px:.3f},{o.x_px:.3f},{o.radius_px:.3f},{o.n_pixels}"
-                            for o in objects
-                        ]
-                    erased = erase_xrays(
-                        image, masks[i], border_px=params.border_px, polynomial_order=params.polynomial_order
-                    )
-                    writer.write(erased.numpy(), i)
-                    progress()
-            written[field] = target
+        progress = ctx.progress(
+            len(series_stacks(series)) * series.n_tilts, f"{series.ts_id}: erasing X-rays"
+        )
+
+        def _erase(
+            field: str,
+            i: int,
+            image: np.ndarray,
+            angles: list[float] = angles,
+            masks: list[torch.Tensor] = masks,
+            lines: list[str] = lines,
+        ) -> np.ndarray:
+            tensor = torch.from_numpy(image)
+            if field == "stack_file":  # the full stack comes first; its masks serve the even/odd halves too
+                mask, objects = find_xrays(tensor, **params.find_kwargs())
+                masks.append(mask)
+                lines += [
+                    f"{i},{float(angles[i])!r},{o.y_px:.3f},{o.x_px:.3f},{o.radius_px:.3f},{o.n_pixels}"
+                    for o in objects
+                ]
+            erased = erase_xrays(
+                tensor, masks[i], border_px=params.border_px, polynomial_order=params.polynomial_order
+            )
+            return erased.numpy()
+
+        written = map_stacks(series, out, _erase, progress=progress)
         progress.close()
         (out / f"{series.ts_id}_xrays.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         write_tilt_series(out, type(series).model_validate(series.model_copy(update=written).model_dump()))
