@@ -88,3 +88,36 @@ def test_weights_on_a_grid_match_radial_frequency():
     w = dose_weights(grid, prior_dose_e_per_angstrom2=10.0, dose_e_per_angstrom2=2.0, voltage_kv=200.0)
     assert w.shape == (16, 9) and w[0, 0].item() == 1.0
     assert torch.all((w > 0) & (w <= 1))
+
+
+def test_filtered_white_noise_has_the_power_spectrum_the_formula_predicts():
+    # White noise has a flat expected power spectrum, so after filtering the shell-averaged power must follow the
+    # squared weights (issue 5's dose-filter target), here for a tilt at 60 e⁻/Å² prior dose.
+    generator = torch.Generator().manual_seed(5)
+    shape, pixel, prior, dose = (512, 512), 1.35, 60.0, 3.0
+    noise = torch.randn((8, *shape), generator=generator, dtype=torch.float64)
+    filtered = dose_filter_image(
+        noise,
+        pixel_size_angstrom=pixel,
+        prior_dose_e_per_angstrom2=prior,
+        dose_e_per_angstrom2=dose,
+        voltage_kv=300,
+    )
+    power_in = torch.fft.rfftn(noise, dim=(-2, -1)).abs().square().mean(0)
+    power_out = torch.fft.rfftn(filtered, dim=(-2, -1)).abs().square().mean(0)
+    k = fftfreq_grid(shape, spacing_angstrom=pixel, dtype=torch.float64).norm(dim=-1)
+    expected = (
+        dose_weights(k, prior_dose_e_per_angstrom2=prior, dose_e_per_angstrom2=dose, voltage_kv=300) ** 2
+    )
+    shells = (k / k.max() * 40).long().clamp(max=39)
+    for shell in range(2, 38):
+        sel = shells == shell
+        # the filter multiplies every coefficient by exactly its weight …
+        exact = float((expected[sel] * power_in[sel]).sum() / power_in[sel].sum())
+        assert float(power_out[sel].sum() / power_in[sel].sum()) == pytest.approx(exact, rel=1e-6), shell
+        # … so the filtered noise's shell power matches the formula within the noise of the estimate
+        n_samples = int(sel.sum()) * noise.shape[0]
+        measured = float(power_out[sel].mean() / power_in.mean())
+        assert measured == pytest.approx(float(expected[sel].mean()), rel=5 / math.sqrt(n_samples)), shell
+    # and the prediction itself is far from flat: strong attenuation at high frequency
+    assert float(expected[shells == 37].mean()) < 0.05 * float(expected[shells == 2].mean())
