@@ -7,7 +7,13 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from tomoforge.fourier import critical_exposure, dose_filter_image, dose_weights, fftfreq_grid
+from tomoforge.fourier import (
+    critical_exposure,
+    dose_filter_image,
+    dose_weights,
+    fftfreq_grid,
+    frame_dose_weights,
+)
 
 
 def test_critical_exposure_values():
@@ -121,3 +127,17 @@ def test_filtered_white_noise_has_the_power_spectrum_the_formula_predicts():
         assert measured == pytest.approx(float(expected[sel].mean()), rel=5 / math.sqrt(n_samples)), shell
     # and the prediction itself is far from flat: strong attenuation at high frequency
     assert float(expected[shells == 37].mean()) < 0.05 * float(expected[shells == 2].mean())
+
+
+def test_frame_dose_weights_follow_each_frames_exposure_interval():
+    k = torch.linspace(0.0, 0.3, 50, dtype=torch.float64)
+    a = frame_dose_weights(
+        k, n_frames=8, prior_dose_e_per_angstrom2=30.0, dose_per_frame_e_per_angstrom2=0.375, voltage_kv=300
+    )
+    assert a.shape == (8, 50)
+    for f in (0, 3, 7):
+        expected = dose_weights(
+            k, prior_dose_e_per_angstrom2=30.0 + 0.375 * f, dose_e_per_angstrom2=0.375, voltage_kv=300
+        )
+        torch.testing.assert_close(a[f], expected)
+    assert torch.all(a[1:] <= a[:-1])  # later frames are more damaged

@@ -21,6 +21,7 @@ from tomoforge.workflow import (
     Node,
     Project,
     Ref,
+    RunOutput,
     RunResult,
     StepFailedError,
     get_registry,
@@ -199,7 +200,6 @@ def test_rerun_is_cached_and_summaries_report_numbers(
 
 
 def test_missing_movie_is_named(dataset: Path, tmp_path: Path) -> None:
-    from tomoforge.workflow import RunOutput
 
     frames = tmp_path / "frames"
     shutil.copytree(dataset / "frames", frames)
@@ -213,7 +213,6 @@ def test_missing_movie_is_named(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_corrupt_movie_is_named(dataset: Path, tmp_path: Path) -> None:
-    from tomoforge.workflow import RunOutput
 
     frames = tmp_path / "frames"
     shutil.copytree(dataset / "frames", frames)
@@ -255,9 +254,27 @@ def test_gain_of_the_wrong_size_is_named(
     project: Project, results: dict[str, RunResult], tmp_path: Path
 ) -> None:
     from tomoforge.io.mrc import write_mrc
-    from tomoforge.workflow import RunOutput
 
     gain = write_mrc(np.ones((10, 12), dtype=np.float32), tmp_path / "gain.mrc", voxel_size_angstrom=5.0)
     movies = RunOutput(results["import"].run.id, "movies")
     with pytest.raises(StepFailedError, match=r"gain\.mrc.*does not match"):
         run_step(project, "motion.correct", {"gain_rotation_deg": 90}, {"movies": movies, "gain": gain})
+
+
+def test_dose_weighted_sum_keeps_the_mean_and_damps_high_frequencies(
+    results: dict[str, RunResult], project: Project
+) -> None:
+    movies = RunOutput(results["import"].run.id, "movies")
+    weighted = run_step(project, "motion.correct", {"dose_weighting": True}, {"movies": movies})
+    (plain_series,) = read_tilt_series(results["motion"].outputs["tilt_series"].path)
+    (weighted_series,) = read_tilt_series(weighted.outputs["tilt_series"].path)
+    plain = torch.from_numpy(np.asarray(read_mrc(plain_series.stack_file).data, dtype=np.float64))
+    damped = torch.from_numpy(np.asarray(read_mrc(weighted_series.stack_file).data, dtype=np.float64))
+    # the DC weight is 1, so every image keeps its mean …
+    torch.testing.assert_close(damped.mean(dim=(-2, -1)), plain.mean(dim=(-2, -1)), rtol=1e-4, atol=0)
+    # … and, the frame weights being normalised to keep the noise power (Σ w·F·√(n/Σw²)), the high-frequency power
+    # of the counting noise stays within 2 %, while the sums do change (later frames are down-weighted).
+    power = lambda x: torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True)).abs().square()  # noqa: E731
+    ratio = power(damped)[..., 30:, 30:].mean(dim=(-2, -1)) / power(plain)[..., 30:, 30:].mean(dim=(-2, -1))
+    assert torch.all((ratio - 1.0).abs() < 0.02)
+    assert float((damped - plain).abs().max()) > 1e-3 * float(plain.abs().max())

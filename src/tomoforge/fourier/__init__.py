@@ -1,7 +1,7 @@
 """Fourier-space kernels (FFT conventions of CONVENTIONS.md §9)."""
 
 from tomoforge.fourier.crop import fourier_bin_2d, fourier_crop_rfft_2d
-from tomoforge.fourier.dose import critical_exposure, dose_filter_image, dose_weights
+from tomoforge.fourier.dose import critical_exposure, dose_filter_image, dose_weights, frame_dose_weights
 from tomoforge.fourier.frequencies import dc_index, fftfreq_grid
 from tomoforge.fourier.shift import fourier_shift_2d, shift_phase_ramp_2d
 
@@ -11,6 +11,7 @@ __all__ = [
     "dose_filter_image",
     "dose_weights",
     "fftfreq_grid",
+    "frame_dose_weights",
     "fourier_bin_2d",
     "fourier_crop_rfft_2d",
     "fourier_shift_2d",

@@ -26,7 +26,7 @@ import torch
 
 from tomoforge.fourier.frequencies import fftfreq_grid
 
-__all__ = ["critical_exposure", "dose_filter_image", "dose_weights"]
+__all__ = ["critical_exposure", "dose_filter_image", "dose_weights", "frame_dose_weights"]
 
 GRANT_GRIGORIEFF_A = 0.245
 GRANT_GRIGORIEFF_B = -1.665
@@ -184,3 +184,44 @@ def dose_filter_image(
     )
     spectrum = torch.fft.rfftn(images.to(real_dtype), dim=(-2, -1))
     return torch.fft.irfftn(spectrum * weights, s=(h, w), dim=(-2, -1))
+
+
+def frame_dose_weights(
+    freq_per_angstrom: torch.Tensor,
+    *,
+    n_frames: int,
+    prior_dose_e_per_angstrom2: float,
+    dose_per_frame_e_per_angstrom2: float,
+    voltage_kv: float = 300.0,
+    mode: DoseMode = "mean",
+) -> torch.Tensor:
+    """Attenuation of each frame of a movie, frames exposed one after another at a constant dose.
+
+    Parameters
+    ----------
+    freq_per_angstrom
+        ``(*k)`` spatial frequencies in cycles/Å.
+    n_frames
+        Number of frames; frame ``f`` starts at ``prior + f · dose_per_frame``.
+    prior_dose_e_per_angstrom2
+        Exposure before the first of these frames, e⁻/Å².
+    dose_per_frame_e_per_angstrom2
+        Exposure of each frame, e⁻/Å².
+    voltage_kv, mode
+        As in :func:`dose_weights`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_frames, *k)`` weights, on the device of ``freq_per_angstrom``.
+    """
+    priors = prior_dose_e_per_angstrom2 + dose_per_frame_e_per_angstrom2 * torch.arange(
+        n_frames, dtype=torch.float64, device=freq_per_angstrom.device
+    )
+    return dose_weights(
+        freq_per_angstrom,
+        prior_dose_e_per_angstrom2=priors,
+        dose_e_per_angstrom2=dose_per_frame_e_per_angstrom2,
+        voltage_kv=voltage_kv,
+        mode=mode,
+    )

@@ -60,7 +60,8 @@ import torch
 from tomoforge.averaging import accumulator_shape, insert_slices, reconstruct, symmetrize_accumulators
 from tomoforge.averaging import symmetry_rotations as point_group
 from tomoforge.ctf import ctf_2d
-from tomoforge.fourier import dose_weights, fftfreq_grid, shift_phase_ramp_2d
+from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
+from tomoforge.fourier import frame_dose_weights as fourier_frame_dose_weights
 from tomoforge.geometry import point_defocus_angstrom, project_points, projection_matrices_from_xf
 from tomoforge.io.convert import read_alignment
 from tomoforge.io.imod import imod_defocus_to_ctf, read_imod_defocus
@@ -190,14 +191,13 @@ def frame_dose_weights(
     Returns
     -------
     torch.Tensor
-        ``(n_frames, *k)`` weights (:func:`tomoforge.fourier.dose_weights`, mode ``"mean"``).
+        ``(n_frames, *k)`` weights (:func:`tomoforge.fourier.frame_dose_weights`, mode ``"mean"``).
     """
-    per_frame = dose_e_per_angstrom2 / n_frames
-    priors = prior_dose_e_per_angstrom2 + per_frame * torch.arange(n_frames, dtype=torch.float64)
-    return dose_weights(
+    return fourier_frame_dose_weights(
         freq_per_angstrom,
-        prior_dose_e_per_angstrom2=priors.to(freq_per_angstrom.device),
-        dose_e_per_angstrom2=per_frame,
+        n_frames=n_frames,
+        prior_dose_e_per_angstrom2=prior_dose_e_per_angstrom2,
+        dose_per_frame_e_per_angstrom2=dose_e_per_angstrom2 / n_frames,
         voltage_kv=voltage_kv,
     )
 

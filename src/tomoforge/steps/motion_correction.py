@@ -147,7 +147,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
     import numpy as np
     import torch
 
-    from tomoforge.fourier import dose_weights, fftfreq_grid
+    from tomoforge.fourier import fftfreq_grid, frame_dose_weights
     from tomoforge.io.errors import FormatError
     from tomoforge.io.movies import apply_gain, open_movie
     from tomoforge.io.mrc import MrcWriter
@@ -171,6 +171,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
         with open_movie(movies.tilts[0].frames_file) as first:
             frame_shape = first.shape[1:]
         shape = aligned_shape((int(frame_shape[0]), int(frame_shape[1])), params.binning)
+        frequency = fftfreq_grid(shape, spacing_angstrom=pixel * params.binning, device=device).norm(dim=-1)
         n_tilts = movies.n_tilts
         names = {"": f"{ts}.mrc"}
         if params.even_odd:
@@ -223,14 +224,12 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
                 weights = None
                 if params.dose_weighting:
                     frame_dose = tilt.dose_e_per_angstrom2 / n_movie
-                    index = torch.arange(params.first_frame, last + 1, device=device, dtype=torch.float32)
-                    k = fftfreq_grid(shape, spacing_angstrom=pixel * params.binning, device=device).norm(
-                        dim=-1
-                    )
-                    weights = dose_weights(
-                        k,
-                        prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2 + index * frame_dose,
-                        dose_e_per_angstrom2=frame_dose,
+                    weights = frame_dose_weights(
+                        frequency,
+                        n_frames=last + 1 - params.first_frame,
+                        prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2
+                        + params.first_frame * frame_dose,
+                        dose_per_frame_e_per_angstrom2=frame_dose,
                         voltage_kv=voltage,
                     )
                 sums = {"": apply_motion(frames, shifts, binning=params.binning, dose_weights=weights)}
