@@ -113,11 +113,6 @@ def score(
             f"{numbers.get('n_views')} particle views, {numbers.get('elapsed_s', float('nan')):.1f} s",
             style="cyan",
         )
-        import json
-
-        from tomoforge.io._atomic import write_text_atomic
-
-        write_text_atomic(oracle_dir / "oracle.json", json.dumps(numbers, indent=2, default=str) + "\n")
     console.print(table)
     if results is not None:
         console.print(f"Wrote {target}.", soft_wrap=True, markup=False)

@@ -63,6 +63,7 @@ from tomoforge.ctf import ctf_2d
 from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
 from tomoforge.fourier import frame_dose_weights as fourier_frame_dose_weights
 from tomoforge.geometry import point_defocus_angstrom, project_points, projection_matrices_from_xf
+from tomoforge.io._atomic import write_text_atomic
 from tomoforge.io.convert import read_alignment
 from tomoforge.io.imod import imod_defocus_to_ctf, read_imod_defocus
 from tomoforge.io.mdoc import read_tilt_series_mdoc
@@ -823,7 +824,8 @@ def run_oracle(
 ) -> dict[str, Any]:
     """Run :func:`oracle_average` and write the export layout's ``average/`` folder.
 
-    Writes ``out_dir/average/map.mrc``, ``half1.mrc``, ``half2.mrc`` (voxel size in the header) and
+    Writes ``out_dir/oracle.json`` (the returned numbers), ``out_dir/average/map.mrc``, ``half1.mrc``,
+    ``half2.mrc`` (voxel size in the header) and
     ``average/fsc.csv`` (columns ``shell, frequency_per_angstrom, resolution_angstrom, fsc_half_maps, fsc_truth,
     fsc_truth_envelope``), so that :func:`tomoforge.simulate.scoring.score_map` scores the oracle like any result.
 
@@ -884,4 +886,5 @@ def run_oracle(
         numbers["resolution_truth_envelope_fsc_0_143_angstrom"] = first_crossing_angstrom(
             result.fsc_truth_envelope, freqs, 0.143, from_angstrom=context_angstrom
         )
+    write_text_atomic(Path(out_dir) / "oracle.json", json.dumps(numbers, indent=2, default=str) + "\n")
     return numbers
