@@ -60,10 +60,11 @@ def test_mrc_movie_round_trip_and_chunks(tmp_path: Path, frames: np.ndarray, mod
 def test_single_image_mrc_is_a_one_frame_movie(tmp_path: Path):
     from tomoforge.io.mrc import write_mrc
 
-    path = write_mrc(np.ones((4, 6), np.float32), tmp_path / "one.mrc", 0.0)
+    image = np.arange(24, dtype=np.float32).reshape(4, 6)
+    path = write_mrc(image, tmp_path / "one.mrc", 0.0)
     movie = open_movie(path)
     assert movie.shape == (1, 4, 6) and movie.pixel_size_angstrom is None
-    assert movie.read_frames().shape == (1, 4, 6)
+    np.testing.assert_array_equal(movie.read_frames(), image[np.newaxis])
 
 
 def test_frame_ranges_are_checked(tmp_path: Path):
