@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tomoforge.fourier import fftfreq_grid
+from tomoforge.fourier import fftfreq_grid, fourier_shift_2d
 from tomoforge.motion import (
     apply_local_motion,
     apply_motion,
@@ -112,3 +112,83 @@ def test_zero_local_model_equals_the_global_sum() -> None:
     )
     assert float(local.coefficients.abs().max()) < 1e-3
     assert torch.allclose(apply_local_motion(frames, shifts, local), apply_motion(frames, shifts), atol=1e-3)
+
+
+def test_local_model_is_chosen_and_significant_on_real_local_motion(
+    movie: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    frames, _ = movie
+    global_shifts = estimate_global_motion(frames, pixel_size_angstrom=1.0, b_factor_angstrom2=20.0)
+    local = estimate_local_motion(
+        frames, pixel_size_angstrom=1.0, global_shifts_xy_px=global_shifts, b_factor_angstrom2=20.0
+    )
+    assert local.significant
+    assert local.cv_error_px2 < 0.1 * local.null_cv_error_px2
+    # The true field has x², y², xy terms: the cross-validated choice keeps them.
+    assert set(local.spatial_exponents) >= {(1, 1), (2, 0), (0, 2)}
+    assert bool(local.inliers.all())
+
+
+def low_dose_movie(
+    *, counts_per_px: float, seed: int, size: int = 192, n: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Poisson frames of one texture under whole-frame drift only (no local motion), as a low-dose tilt movie."""
+    image = smooth_image((size, size), sigma_px=3.0, seed=seed)
+    drift = DRIFT[:n] * 0.7
+    clean = fourier_shift_2d(image.expand(n, size, size), drift)
+    rate = (counts_per_px * (1.0 + 0.3 * clean)).clamp_min(0.0)
+    frames = torch.poisson(rate, generator=torch.Generator().manual_seed(seed + 1)).float()
+    return frames, drift
+
+
+@pytest.mark.parametrize(("patches", "counts"), [((2, 2), 2.7), ((3, 3), 2.7), ((5, 5), 2.7), ((3, 3), 30.0)])
+def test_no_local_model_without_local_motion(patches: tuple[int, int], counts: float) -> None:
+    """On movies with global drift only, the patch noise must not be fitted: the correction stays global."""
+    frames, _ = low_dose_movie(counts_per_px=counts, seed=5)
+    global_shifts = estimate_global_motion(frames, pixel_size_angstrom=1.0, b_factor_angstrom2=50.0)
+    local = estimate_local_motion(
+        frames,
+        pixel_size_angstrom=1.0,
+        global_shifts_xy_px=global_shifts,
+        patches_xy=patches,
+        patch_overlap=0.0,
+        b_factor_angstrom2=50.0,
+    )
+    assert not local.significant, (local.spatial_exponents, local.cv_error_px2, local.null_cv_error_px2)
+    assert float(local.coefficients.abs().max()) == 0.0
+    summed = apply_local_motion(frames, global_shifts, local, binning=2)
+    assert torch.equal(summed, apply_motion(frames, global_shifts, binning=2))
+
+
+def test_a_patch_pinned_to_the_detector_is_rejected(movie: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """A strong static pattern (fixed-pattern noise) in one patch makes it an outlier; the field is still found."""
+    frames, _ = movie
+    pinned = frames.clone()
+    static = smooth_image((40, 40), sigma_px=1.5, seed=21).float()
+    pinned[:, :40, :40] += 3000.0 * static  # only in the corner patch (5×5 grid, overlap 0.5: 84 px patches)
+    global_shifts = estimate_global_motion(frames, pixel_size_angstrom=1.0, b_factor_angstrom2=20.0)
+    local = estimate_local_motion(
+        pinned, pixel_size_angstrom=1.0, global_shifts_xy_px=global_shifts, b_factor_angstrom2=20.0
+    )
+    assert local.significant
+    assert not bool(local.inliers[0]) and int(local.inliers.sum()) >= 23
+    cx, cy = local.centres_xy_px[1:, 0], local.centres_xy_px[1:, 1]
+    rms = float((local.shifts_at(cx, cy) - true_field(cx, cy)).square().sum(dim=-1).mean().sqrt())
+    assert rms < 0.2, rms
+
+
+def test_local_sum_respects_binning_and_dose_weights(movie: tuple[torch.Tensor, torch.Tensor]) -> None:
+    frames, _ = movie
+    global_shifts = estimate_global_motion(frames, pixel_size_angstrom=1.0, b_factor_angstrom2=20.0)
+    local = estimate_local_motion(
+        frames, pixel_size_angstrom=1.0, global_shifts_xy_px=global_shifts, b_factor_angstrom2=20.0
+    )
+    full = apply_local_motion(frames, global_shifts, local)
+    binned = apply_local_motion(frames, global_shifts, local, binning=2)
+    assert binned.shape == (SIZE // 2, SIZE // 2)
+    # Fourier cropping keeps the mean per pixel of the sum.
+    assert abs(float(binned.mean()) - float(full.mean())) < 1e-3 * float(full.mean())
+    ones = torch.ones(N_FRAMES, SIZE // 2, SIZE // 4 + 1)
+    assert torch.allclose(
+        apply_local_motion(frames, global_shifts, local, binning=2, dose_weights=ones), binned
+    )

@@ -19,12 +19,14 @@ reconstruction of rotavirus VP6. eLife 4, e06980. doi:10.7554/eLife.06980
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tomoforge.fourier import fourier_crop_rfft_2d, shift_phase_ramp_2d
 from tomoforge.motion.peaks import find_peak_2d
 
-__all__ = ["aligned_shape", "apply_motion", "estimate_global_motion"]
+__all__ = ["aligned_shape", "apply_motion", "estimate_global_motion", "motion_sum"]
 
 
 def aligned_shape(shape_yx: tuple[int, int], binning: int) -> tuple[int, int]:
@@ -183,19 +185,49 @@ def apply_motion(
         raise ValueError(f"shifts_xy_px must have shape (..., {n}, 2), got {tuple(shifts_xy_px.shape)}")
     m_h, m_w = aligned_shape((h, w), binning)
     shifts = shifts_xy_px.to(device=real.device, dtype=real.dtype)
+    return motion_sum(
+        lambda i: real[..., i, :, :],
+        n,
+        (h, w),
+        binning=binning,
+        dose_weights=dose_weights,
+        like=real,
+        phase=lambda i: shift_phase_ramp_2d(-shifts[..., i, :] / binning, (m_h, m_w)),
+    )
+
+
+def motion_sum(
+    frame: Callable[[int], torch.Tensor],
+    n: int,
+    shape_yx: tuple[int, int],
+    *,
+    binning: int,
+    dose_weights: torch.Tensor | None,
+    like: torch.Tensor,
+    phase: Callable[[int], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Sum of ``n`` frames produced one at a time, Fourier-cropped, optionally phase-shifted and dose-weighted.
+
+    The shared back end of :func:`apply_motion` and :func:`tomoforge.motion.apply_local_motion` (see
+    :func:`apply_motion` for the weighting); ``frame(i)`` returns frame ``i`` of shape ``(..., h, w)``,
+    ``phase(i)`` an optional factor on its cropped spectrum; ``like`` gives dtype and device.
+    """
+    h, w = shape_yx
+    m_h, m_w = aligned_shape((h, w), binning)
     total: torch.Tensor | None = None
     weight_power: torch.Tensor | None = None
     for i in range(n):
-        spectrum = fourier_crop_rfft_2d(torch.fft.rfftn(real[..., i, :, :], dim=(-2, -1)), (m_h, m_w))
-        spectrum = spectrum * shift_phase_ramp_2d(-shifts[..., i, :] / binning, (m_h, m_w))
+        spectrum = fourier_crop_rfft_2d(torch.fft.rfftn(frame(i), dim=(-2, -1)), (m_h, m_w))
+        if phase is not None:
+            spectrum = spectrum * phase(i)
         if dose_weights is not None:
-            wt = dose_weights[..., i, :, :].to(device=real.device, dtype=real.dtype)
+            wt = dose_weights[..., i, :, :].to(device=like.device, dtype=like.dtype)
             spectrum = spectrum * wt
             weight_power = wt.square() if weight_power is None else weight_power + wt.square()
         total = spectrum if total is None else total + spectrum
     if total is None:
         raise ValueError("frames must hold at least one frame")
     if weight_power is not None:
-        total = total * torch.sqrt(n / weight_power.clamp_min(torch.finfo(real.dtype).tiny))
+        total = total * torch.sqrt(n / weight_power.clamp_min(torch.finfo(like.dtype).tiny))
     scale = (m_h * m_w) / (h * w)
     return torch.fft.irfftn(total, s=(m_h, m_w), dim=(-2, -1)) * scale

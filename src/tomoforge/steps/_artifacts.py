@@ -18,6 +18,8 @@ Artifact kinds
     * optionally ``<ts>_motion.csv`` (from ``motion.correct``): columns ``acquisition_order, tilt_angle_deg,
       frame, shift_x_angstrom, shift_y_angstrom``, the specimen displacement of each frame relative to the first
       aligned frame, in Å, in the grid of the movie (the simulator's ``truth/motion/<ts>.csv`` convention);
+    * optionally ``<ts>_local_motion.json`` (from ``motion.correct`` with patches): per tilt, the patch
+      trajectories and the cross-validated local motion model (see :class:`LocalMotionRecord`);
     * optionally ``<ts>_dose_filter.json`` (from ``dose.filter``): the series is dose filtered; the
       :class:`~tomoforge.models.TiltSeries` model has no field for that, so the flag, the filter settings and the
       original prior doses live in this sidecar (see :class:`DoseFilterRecord`).
@@ -40,21 +42,25 @@ from tomoforge.models import TiltSeries, TiltSeriesMovies, load_json, save_json
 
 __all__ = [
     "DoseFilterRecord",
+    "LocalMotionRecord",
+    "LocalMotionTilt",
     "SIDECAR_SUFFIXES",
     "copy_sidecars",
     "map_stacks",
     "series_stacks",
     "read_dose_filter_record",
+    "read_local_motion_record",
     "read_motion_table",
     "read_tilt_series",
     "read_tilt_series_movies",
     "write_dose_filter_record",
+    "write_local_motion_record",
     "write_motion_table",
     "write_tilt_series",
     "write_tilt_series_movies",
 ]
 
-SIDECAR_SUFFIXES = ("_motion.csv", "_dose_filter.json", "_xrays.csv")
+SIDECAR_SUFFIXES = ("_motion.csv", "_local_motion.json", "_dose_filter.json", "_xrays.csv")
 """File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
 
 MOTION_HEADER = "acquisition_order,tilt_angle_deg,frame,shift_x_angstrom,shift_y_angstrom"
@@ -159,6 +165,59 @@ def read_motion_table(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         order: (np.array([r[0] for r in values]), np.array([[r[1], r[2]] for r in values]))
         for order, values in table.items()
     }
+
+
+class LocalMotionTilt(BaseModel):
+    """Local (patch) motion of one tilt movie, as ``motion.correct`` measured and modelled it."""
+
+    acquisition_order: int = Field(description="Acquisition order of the tilt (1-based, as in the movies).")
+    significant: bool = Field(
+        description="A local model beat zero local motion in leave-one-patch-out cross-validation and was applied."
+    )
+    spatial_terms: list[tuple[int, int]] = Field(description="Exponents (a, b) of the model's terms x^a y^b.")
+    time_degree: int = Field(description="Highest power of time t = frame / (n − 1) in the model.")
+    cv_error_angstrom2: float = Field(
+        description="Held-out patch prediction error of the model (Å², mean square)."
+    )
+    null_cv_error_angstrom2: float = Field(description="The same for zero local motion (Å², mean square).")
+    rms_local_angstrom: float = Field(
+        description="RMS local displacement the model applies, over patches and frames (Å)."
+    )
+    patch_centres_xy_px: list[tuple[float, float]] = Field(
+        description="Patch centres (x, y) in movie pixels."
+    )
+    patch_inliers: list[bool] = Field(
+        description="Whether each patch was used (False: rejected as an outlier)."
+    )
+    patch_shifts_xy_angstrom: list[list[tuple[float, float]]] = Field(
+        description="Measured residual displacement of each patch (after global correction), per frame, in Å."
+    )
+    coefficients_angstrom: list[list[tuple[float, float]]] = Field(
+        description="Model coefficients [term][time power] = (x, y) in Å (see tomoforge.motion.LocalMotion)."
+    )
+
+
+class LocalMotionRecord(BaseModel):
+    """Contents of ``<ts>_local_motion.json``."""
+
+    patches_xy: tuple[int, int] = Field(description="Patch grid along x and y.")
+    patch_overlap: float = Field(description="Fraction of a patch shared with its neighbour.")
+    frame_shape_yx: tuple[int, int] = Field(description="Shape of the movie frames the positions refer to.")
+    frame_pixel_size_angstrom: float = Field(description="Pixel size of the movie frames in Å.")
+    tilts: list[LocalMotionTilt] = Field(description="One entry per tilt, in stack order.")
+
+
+def write_local_motion_record(folder: Path, ts_id: str, record: LocalMotionRecord) -> None:
+    """Write ``<ts>_local_motion.json``."""
+    save_json(record, folder / f"{ts_id}_local_motion.json")
+
+
+def read_local_motion_record(folder: Path, ts_id: str) -> LocalMotionRecord | None:
+    """Read ``<ts>_local_motion.json``, or None when no local motion was estimated."""
+    path = folder / f"{ts_id}_local_motion.json"
+    if not path.is_file():
+        return None
+    return LocalMotionRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
 class DoseFilterRecord(BaseModel):

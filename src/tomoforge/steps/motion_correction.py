@@ -1,4 +1,4 @@
-"""Step ``motion.correct``: global (whole-frame) motion correction of tilt movies → ``tilt_series``.
+"""Step ``motion.correct``: whole-frame and optional local (patch) motion correction of tilt movies → ``tilt_series``.
 
 Input ``movies`` (kind ``tilt_series_movies``), optional input ``gain`` (kind ``gain_reference``, an MRC image
 the frames are multiplied by after MotionCor2's ``-RotGain``/``-FlipGain`` transform, see
@@ -6,8 +6,14 @@ the frames are multiplied by after MotionCor2's ``-RotGain``/``-FlipGain`` trans
 
 Output ``tilt_series`` (kind ``tilt_series``, layout in :mod:`tomoforge.steps._artifacts`): per tilt series the
 motion-corrected stack ``<ts>.mrc`` sorted by tilt angle, ``<ts>.json``, the per-frame shifts ``<ts>_motion.csv``
-(Å, specimen displacement relative to the first aligned frame, in the movie's grid) and, with ``even_odd``, the
-half sums ``<ts>_even.mrc`` / ``<ts>_odd.mrc``. Acquisition order and doses are copied from the movies.
+(Å, specimen displacement relative to the first aligned frame, in the movie's grid), with patches the local
+model per tilt ``<ts>_local_motion.json``, and with ``even_odd`` the half sums ``<ts>_even.mrc`` /
+``<ts>_odd.mrc`` (of the even and odd frames of the summed range). Acquisition order and doses are copied from the
+movies.
+
+Local motion (``patches_x`` × ``patches_y`` > 1, MotionCor2 ``-Patch``) is fitted only where it is supported by the
+data: :func:`tomoforge.motion.estimate_local_motion` chooses the model by leave-one-patch-out cross-validation and
+falls back to the whole-frame correction for a tilt whose patches do not show local motion above their noise.
 
 One movie is read at a time (memory is bounded by one tilt's frames); the stack is written section by section.
 """
@@ -42,6 +48,38 @@ class MotionCorrectionParams(BaseModel):
     last_frame: int | None = Field(
         None, ge=0, description="Last frame to align and sum (0-based, inclusive); None: the movie's last."
     )
+    sum_first_frame: int | None = Field(
+        None,
+        ge=0,
+        description="First frame to sum (0-based); None: first_frame. Must lie in the aligned range.",
+    )
+    sum_last_frame: int | None = Field(
+        None, ge=0, description="Last frame to sum (0-based, inclusive); None: the last aligned frame."
+    )
+    patches_x: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Patches along x for local motion (MotionCor2 -Patch); 1 × 1: global only.",
+    )
+    patches_y: int = Field(
+        1, ge=1, le=20, description="Patches along y for local motion; 1 × 1: global only."
+    )
+    patch_overlap: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.9,
+        description="Fraction of a patch shared with its neighbour (-PatchOverlap / 100).",
+    )
+    patch_b_factor_angstrom2: float = Field(
+        150.0, ge=0, description="B-factor in Å² of the patch alignment filter (MotionCor2 -Bft, local)."
+    )
+    local_min_cv_gain: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction by which a local model must predict held-out patches better than no local motion.",
+    )
     max_iterations: int = Field(10, ge=1, le=100, description="Most alignment passes (MotionCor2 -Iter).")
     tolerance_px: float = Field(
         0.01, gt=0, description="Stop when no shift changes by more than this, in movie pixels (-Tol)."
@@ -68,6 +106,28 @@ def _validate(params: MotionCorrectionParams, inputs: Inputs) -> list[str]:
     problems = []
     if params.last_frame is not None and params.last_frame < params.first_frame:
         problems.append(f"last_frame {params.last_frame} comes before first_frame {params.first_frame}.")
+    if params.sum_first_frame is not None and params.sum_first_frame < params.first_frame:
+        problems.append(
+            f"sum_first_frame {params.sum_first_frame} lies before the aligned range (first_frame {params.first_frame})."
+        )
+    if (
+        params.sum_last_frame is not None
+        and params.last_frame is not None
+        and params.sum_last_frame > params.last_frame
+    ):
+        problems.append(
+            f"sum_last_frame {params.sum_last_frame} lies after the aligned range (last_frame {params.last_frame})."
+        )
+    if (
+        params.sum_first_frame is not None
+        and params.sum_last_frame is not None
+        and params.sum_last_frame < params.sum_first_frame
+    ):
+        problems.append(
+            f"sum_last_frame {params.sum_last_frame} comes before sum_first_frame {params.sum_first_frame}."
+        )
+    if params.patches_x * params.patches_y == 2:
+        problems.append("local motion needs at least 3 patches (e.g. patches_x 2 and patches_y 2), not 2.")
     if params.device == "cuda":
         import torch
 
@@ -79,7 +139,7 @@ def _validate(params: MotionCorrectionParams, inputs: Inputs) -> list[str]:
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
     import numpy as np
 
-    from tomoforge.steps._artifacts import read_motion_table, read_tilt_series
+    from tomoforge.steps._artifacts import read_local_motion_record, read_motion_table, read_tilt_series
 
     folder = outputs["tilt_series"].path
     result: dict[str, object] = {}
@@ -100,6 +160,15 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
             "mean_max_shift_angstrom": round(float(np.mean(list(max_shift.values()))), 3),
             "largest_shift_angstrom": round(max(max_shift.values()), 3),
         }
+        local = read_local_motion_record(folder, series.ts_id)
+        if local is not None:
+            by_tilt = {t.acquisition_order: t for t in local.tilts}
+            summary = result[series.ts_id]
+            assert isinstance(summary, dict)
+            summary["local_motion_patches_xy"] = list(local.patches_xy)
+            summary["local_model_used"] = [by_tilt[o].significant for o in orders]
+            summary["local_rms_angstrom"] = [round(by_tilt[o].rms_local_angstrom, 3) for o in orders]
+            summary["tilts_with_local_model"] = sum(t.significant for t in local.tilts)
     return result
 
 
@@ -111,7 +180,15 @@ def _methods(params: MotionCorrectionParams) -> str:
     )
     if params.dose_weighting:
         text += " and exposure weighting (Grant & Grigorieff, 2015, doi:10.7554/eLife.06980)"
-    return text + "."
+    text += "."
+    if params.patches_x * params.patches_y > 2:
+        text += (
+            f" Local motion was measured on {params.patches_x} × {params.patches_y} patches (B-factor "
+            f"{params.patch_b_factor_angstrom2:g} Å²) and modelled by MotionCor2's polynomial in space and time, "
+            "the model terms chosen by leave-one-patch-out cross-validation; tilts whose patches did not predict "
+            "each other better than no local motion kept the whole-frame correction."
+        )
+    return text
 
 
 def _load_gain(path: Path) -> Any:
@@ -126,9 +203,30 @@ def _load_gain(path: Path) -> Any:
     return data.astype("float32")
 
 
+def _local_record(acquisition_order: int, local: Any, pixel_angstrom: float) -> Any:
+    """The :class:`LocalMotionTilt` entry of one tilt's :class:`tomoforge.motion.LocalMotion`, lengths in Å."""
+    from tomoforge.steps._artifacts import LocalMotionTilt
+
+    centres = local.centres_xy_px
+    model = local.local_shifts_at(centres[:, 0], centres[:, 1])  # (p, n, 2) px
+    return LocalMotionTilt(
+        acquisition_order=acquisition_order,
+        significant=local.significant,
+        spatial_terms=[tuple(e) for e in local.spatial_exponents],
+        time_degree=int(local.coefficients.shape[1]),
+        cv_error_angstrom2=local.cv_error_px2 * pixel_angstrom**2,
+        null_cv_error_angstrom2=local.null_cv_error_px2 * pixel_angstrom**2,
+        rms_local_angstrom=float(model.square().sum(-1).mean().sqrt()) * pixel_angstrom,
+        patch_centres_xy_px=centres.tolist(),
+        patch_inliers=local.inliers.tolist(),
+        patch_shifts_xy_angstrom=(local.patch_shifts_xy_px * pixel_angstrom).tolist(),
+        coefficients_angstrom=(local.coefficients * pixel_angstrom).tolist(),
+    )
+
+
 @step(
     name="motion.correct",
-    version="1",
+    version="2",
     inputs={
         "movies": InputSpec(kind="tilt_series_movies", description="The imported tilt-series movies."),
         "gain": InputSpec(
@@ -152,8 +250,20 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
     from tomoforge.io.movies import apply_gain, open_movie
     from tomoforge.io.mrc import MrcWriter
     from tomoforge.models import TiltSeries
-    from tomoforge.motion import aligned_shape, apply_motion, estimate_global_motion
-    from tomoforge.steps._artifacts import read_tilt_series_movies, write_motion_table, write_tilt_series
+    from tomoforge.motion import (
+        aligned_shape,
+        apply_local_motion,
+        apply_motion,
+        estimate_global_motion,
+        estimate_local_motion,
+    )
+    from tomoforge.steps._artifacts import (
+        LocalMotionRecord,
+        read_tilt_series_movies,
+        write_local_motion_record,
+        write_motion_table,
+        write_tilt_series,
+    )
 
     if params.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,6 +271,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
         device = torch.device(params.device)
     gain = _load_gain(inputs.path("gain")) if "gain" in inputs else None
     flip = None if params.gain_flip == "none" else params.gain_flip
+    use_patches = params.patches_x * params.patches_y > 1
     out = ctx.work_dir / "tilt_series"
     out.mkdir()
     all_series = read_tilt_series_movies(inputs.path("movies"))
@@ -183,6 +294,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
             for key, name in names.items()
         }
         frames_used, shifts_angstrom = [], []
+        local_tilts: list[Any] = []
         try:
             progress = ctx.progress(n_tilts, f"{ts}: aligning tilt movies")
             for tilt in progress.wrap(movies.tilts):
@@ -212,6 +324,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
                 if not np.isfinite(data).all():
                     raise FormatError(path, "holds NaN or infinite values")
                 frames = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(device)
+                del data
                 shifts = estimate_global_motion(
                     frames,
                     pixel_size_angstrom=pixel,
@@ -221,34 +334,74 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
                     tolerance_px=params.tolerance_px,
                     max_shift_px=params.max_shift_px,
                 )
+                local = None
+                if use_patches:
+                    local = estimate_local_motion(
+                        frames,
+                        pixel_size_angstrom=pixel,
+                        global_shifts_xy_px=shifts,
+                        patches_xy=(params.patches_x, params.patches_y),
+                        patch_overlap=params.patch_overlap,
+                        b_factor_angstrom2=params.patch_b_factor_angstrom2,
+                        max_iterations=params.max_iterations,
+                        tolerance_px=params.tolerance_px,
+                        min_cv_gain=params.local_min_cv_gain,
+                    )
+                    local_tilts.append(_local_record(tilt.acquisition_order, local, pixel))
+                sum_first = params.first_frame if params.sum_first_frame is None else params.sum_first_frame
+                sum_last = last if params.sum_last_frame is None else params.sum_last_frame
+                if sum_last > last or sum_first > sum_last:
+                    raise FormatError(
+                        path,
+                        f"has {n_movie} frames and frames {params.first_frame} to {last} were aligned, so frames "
+                        f"{sum_first} to {sum_last} cannot be summed",
+                    )
+                summed = range(sum_first - params.first_frame, sum_last - params.first_frame + 1)
                 weights = None
                 if params.dose_weighting:
                     frame_dose = tilt.dose_e_per_angstrom2 / n_movie
                     weights = frame_dose_weights(
                         frequency,
-                        n_frames=last + 1 - params.first_frame,
-                        prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2
-                        + params.first_frame * frame_dose,
+                        n_frames=len(summed),
+                        prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2 + sum_first * frame_dose,
                         dose_per_frame_e_per_angstrom2=frame_dose,
                         voltage_kv=voltage,
                     )
-                sums = {"": apply_motion(frames, shifts, binning=params.binning, dose_weights=weights)}
+                parts = {"": slice(None)}
                 if params.even_odd:
-                    for key, part in (("even", slice(0, None, 2)), ("odd", slice(1, None, 2))):
-                        sub_weights = None if weights is None else weights[part]
+                    parts.update({"even": slice(0, None, 2), "odd": slice(1, None, 2)})
+                sums = {}
+                for key, part in parts.items():
+                    chosen = summed[part]
+                    view = slice(chosen.start, chosen.stop, chosen.step)  # a view, not a copy of the frames
+                    sub_weights = None if weights is None else weights[part]
+                    if local is None:
                         sums[key] = apply_motion(
-                            frames[part], shifts[part], binning=params.binning, dose_weights=sub_weights
+                            frames[view], shifts[view], binning=params.binning, dose_weights=sub_weights
+                        )
+                    else:
+                        sums[key] = apply_local_motion(
+                            frames[view],
+                            shifts,
+                            local,
+                            binning=params.binning,
+                            dose_weights=sub_weights,
+                            frame_indices=chosen,
                         )
                 for key, image in sums.items():
                     writers[key].write(image.cpu().numpy(), tilt.index)
                 frames_used.append(np.arange(params.first_frame, last + 1))
                 shifts_angstrom.append(shifts.double().cpu().numpy() * pixel)
                 ctx.logger.info(
-                    "%s tilt %d (%.1f°): largest shift %.2f Å",
+                    "%s tilt %d (%.1f°): largest shift %.2f Å%s",
                     ts,
                     tilt.index,
                     tilt.tilt_angle_deg,
                     float(np.linalg.norm(shifts_angstrom[-1], axis=1).max()),
+                    ""
+                    if local is None
+                    else f"; local model {'used' if local.significant else 'not significant'} "
+                    f"(held-out error {local.cv_error_px2:.3g} vs {local.null_cv_error_px2:.3g} px²)",
                 )
             for writer in writers.values():
                 writer.close()
@@ -265,6 +418,15 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
             odd_stack_file=out / names["odd"] if params.even_odd else None,
         )
         write_tilt_series(out, series)
+        if use_patches:
+            record = LocalMotionRecord(
+                patches_xy=(params.patches_x, params.patches_y),
+                patch_overlap=params.patch_overlap,
+                frame_shape_yx=(int(frame_shape[0]), int(frame_shape[1])),
+                frame_pixel_size_angstrom=pixel,
+                tilts=local_tilts,
+            )
+            write_local_motion_record(out, ts, record)
         write_motion_table(
             out / f"{ts}_motion.csv",
             [t.acquisition_order for t in movies.tilts],
