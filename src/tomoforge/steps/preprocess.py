@@ -1,18 +1,23 @@
-"""Step ``preprocess.bin``: Fourier binning and normalisation of a tilt series → ``tilt_series``.
+"""Step ``preprocess.bin``: binning (Fourier or antialiased) and normalisation of a tilt series → ``tilt_series``.
 
-Input and output are ``tilt_series`` folders (:mod:`tomoforge.steps._artifacts`). Binning by ``N`` is Fourier
-cropping (:func:`tomoforge.fourier.fourier_bin_2d`, an ideal antialiasing filter), so the pixel size becomes exactly
-``N`` times the input's. When a side ``n`` is not a multiple of ``N`` the image is first cut to the largest
-window of ``N·m`` pixels that keeps the centre pixel ``n // 2`` at binned pixel ``m // 2`` (CONVENTIONS.md:
-centres at ``N // 2``), so positions in Å relative to the image centre are unchanged. Tilt transforms hold their
-shifts in Å, hence stay valid as they are; tilt angles, doses and sidecars are copied. Optional normalisation
-scales every image to mean 0 and standard deviation 1 (IMOD ``newstack -FloatDensities 2``, the tutorial's
-default for "Tilt-series preprocess", ``../shared/docs/tutorial-steps.md`` §12).
+Input and output are ``tilt_series`` folders (:mod:`tomoforge.steps._artifacts`). Binning by ``N`` uses one of two
+methods, with the same geometry: ``fourier`` (default) crops the spectrum (:func:`tomoforge.fourier.fourier_bin_2d`,
+an ideal low-pass), ``antialias`` filters in real space with a separable 3-lobe Lanczos-windowed sinc cut off at the
+new Nyquist and then decimates (:func:`tomoforge.preprocess.antialias_bin_2d`; IMOD ``newstack -bin N
+-antialias 6``, the Scipion protocol's default). Either way the pixel size becomes exactly ``N`` times the input's.
+When a side ``n`` is not a multiple of ``N`` the output covers the largest window of ``N·m`` pixels that keeps the
+centre pixel ``n // 2`` at binned pixel ``m // 2`` (CONVENTIONS.md: centres at ``N // 2``), and binned pixel ``j``
+sits on input pixel ``start + N·j``, so positions in Å relative to the image centre are unchanged. (Fourier
+cropping sees only that window; the real-space filter also uses the pixels just outside it and mirrors the image at
+its edges.) Tilt transforms hold their shifts in Å, hence stay valid as they are; tilt angles, doses and sidecars
+are copied. Optional normalisation scales every image to mean 0 and standard deviation 1 (IMOD ``newstack
+-FloatDensities 2``, the tutorial's default for "Tilt-series preprocess", ``../shared/docs/tutorial-steps.md`` §12).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,7 +29,15 @@ __all__ = ["BinParams", "binned_window", "preprocess_bin"]
 class BinParams(BaseModel):
     """Parameters of ``preprocess.bin``."""
 
-    binning: int = Field(1, ge=1, le=64, description="Binning factor (Fourier cropping); 1 keeps the size.")
+    binning: int = Field(1, ge=1, le=64, description="Binning factor; 1 keeps the size.")
+    method: Literal["fourier", "antialias"] = Field(
+        "fourier",
+        description=(
+            "How to bin: 'fourier' crops the spectrum (ideal low-pass); 'antialias' filters in real space with a "
+            "3-lobe Lanczos-windowed sinc at the new Nyquist, then decimates (IMOD newstack -antialias 6). Both "
+            "give the same pixel size, shape and centre."
+        ),
+    )
     normalise: bool = Field(True, description="Scale every image to mean 0 and standard deviation 1.")
 
 
@@ -59,7 +72,14 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
 
 
 def _methods(params: BinParams) -> str:
-    text = f"Tilt series were binned by {params.binning} by Fourier cropping"
+    if params.method == "antialias":
+        text = (
+            f"Tilt series were binned by {params.binning} in real space after antialiasing with a 3-lobe "
+            "Lanczos-windowed sinc filter cut off at the new Nyquist frequency (as IMOD newstack -antialias 6; "
+            "Duchon, 1979, doi:10.1175/1520-0450(1979)018<1016:LFIOAT>2.0.CO;2)"
+        )
+    else:
+        text = f"Tilt series were binned by {params.binning} by Fourier cropping"
     if params.normalise:
         text += " and every image was scaled to mean 0 and standard deviation 1 (as IMOD newstack; Kremer et al., "
         text += "1996, doi:10.1006/jsbi.1996.0013)"
@@ -75,12 +95,13 @@ def _methods(params: BinParams) -> str:
     methods=_methods,
 )
 def preprocess_bin(params: BinParams, inputs: Inputs, ctx: RunContext) -> dict[str, Path]:
-    """Bin a tilt series by Fourier cropping and optionally normalise every image."""
+    """Bin a tilt series (Fourier cropping or antialiased real-space binning), optionally normalise every image."""
     import numpy as np
     import torch
 
     from tomoforge.fourier import fourier_bin_2d
     from tomoforge.io.mrc import read_mrc
+    from tomoforge.preprocess import antialias_bin_2d
     from tomoforge.steps._artifacts import (
         copy_sidecars,
         map_stacks,
@@ -102,8 +123,11 @@ def preprocess_bin(params: BinParams, inputs: Inputs, ctx: RunContext) -> dict[s
         def _bin(
             field: str, i: int, image: np.ndarray, y0: int = y0, x0: int = x0, my: int = my, mx: int = mx
         ) -> np.ndarray:
-            window = np.array(image[y0 : y0 + factor * my, x0 : x0 + factor * mx], dtype=np.float64)
-            binned = fourier_bin_2d(torch.from_numpy(window), factor)
+            if params.method == "antialias":
+                binned = antialias_bin_2d(torch.from_numpy(np.array(image, dtype=np.float64)), factor)
+            else:
+                window = np.array(image[y0 : y0 + factor * my, x0 : x0 + factor * mx], dtype=np.float64)
+                binned = fourier_bin_2d(torch.from_numpy(window), factor)
             if params.normalise:
                 sd = float(binned.std(correction=0))
                 binned = (binned - binned.mean()) / (sd if sd > 0 else 1.0)
@@ -127,5 +151,11 @@ def preprocess_bin(params: BinParams, inputs: Inputs, ctx: RunContext) -> dict[s
         )
         write_tilt_series(out, type(series).model_validate(binned.model_dump()))
         copy_sidecars(source, out, series.ts_id)
-        ctx.logger.info("%s: %s px at %.3f Å", series.ts_id, shape, series.pixel_size_angstrom * factor)
+        ctx.logger.info(
+            "%s: %s px at %.3f Å (%s binning)",
+            series.ts_id,
+            shape,
+            series.pixel_size_angstrom * factor,
+            params.method,
+        )
     return {"tilt_series": out}
