@@ -232,3 +232,33 @@ def test_run_records_provenance_of_cli(cli, tmp_path: Path) -> None:
         provenance = json.loads((record.folder / "provenance.json").read_text())
     assert provenance["params"] == {"n": 2, "label": "x", "mode": "squared"}
     assert (record.folder / "counts.txt").read_text() == "x1\nx4\n"
+
+
+def test_show_prints_params_outputs_and_summary(cli, tmp_path: Path) -> None:
+    root = tmp_path / "P"
+    cli("project", "init", str(root))
+    code, _, err = cli("run", "toy.count", "-p", str(root), "--n", "4", "--label", "q")
+    assert code == 0, err
+    code, out, err = cli("show", "1", "-p", str(root))
+    assert code == 0, err
+    assert "Run 1 toy.count succeeded" in out
+    assert "n=4" in out and "label='q'" in out
+    assert "counts.txt" in out or "runs/000001_toy_count" in out
+    assert "lines: 4" in out
+    code, _, err = cli("show", "7", "-p", str(root))
+    assert code != 0 and "has no run 7" in err
+
+
+def test_summary_lists_of_equal_length_become_table_columns() -> None:
+    from rich.console import Console
+
+    from tomoforge.cli.main import _summary_renderables
+
+    console = Console(width=120, record=True)
+    summary = {"tilts": 3, "tilt_angle_deg": [-3.0, 0.0, 3.0], "xrays": [1, 0, 5], "shape": [64, 64, 2, 2]}
+    for renderable in _summary_renderables("TS_01", summary):
+        console.print(renderable)
+    text = console.export_text()
+    assert "TS_01  tilts: 3" in text and "shape: [64, 64, 2, 2]" in text
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith(("-3", "0", "3"))]
+    assert rows == [["-3", "1"], ["0", "0"], ["3", "5"]]

@@ -188,6 +188,81 @@ def steps() -> None:
 
 
 @app.command(
+    "show",
+    epilog="Examples:\n\n  tomoforge show 3 --project myproject     parameters, outputs and summary of run 3\n"
+    "  tomoforge show 3                          (project in the current folder)",
+)
+def show(
+    run_id: int = typer.Argument(..., metavar="RUN", help="The run id (see `tomoforge status`)."),
+    project_dir: Path = typer.Option(Path("."), "--project", "-p", help="The project folder."),
+) -> None:
+    """Show one run: its step, status, parameters, outputs and summary (per-item lists as a table)."""
+    from rich.markup import escape
+
+    from tomoforge.workflow import Project
+
+    from .console import stdout
+
+    console = stdout()
+    with Project.open(project_dir) as project:
+        record = project.run(run_id)
+        params = project.store.params(run_id)
+        outputs = project.outputs(run_id)
+        summary = project.store.summary(run_id)
+    console.print(
+        f"[bold]Run {record.id}[/bold] {escape(record.step)} {_styled_status(record.status)}"
+        f"  {_local_time(record.started_at)}  {_duration(record.duration_s)}"
+    )
+    if record.error:
+        console.print(f"[red]{escape(record.error)}[/red]", soft_wrap=True)
+    console.print("[bold]parameters[/bold] " + escape(", ".join(f"{k}={v!r}" for k, v in params.items())))
+    for name, artifact in outputs.items():
+        console.print(f"[bold]output[/bold] {escape(name)}: {escape(str(artifact.path))}", soft_wrap=True)
+    for key, value in summary.items():
+        for renderable in _summary_renderables(key, value):
+            console.print(renderable)
+
+
+def _summary_renderables(key: str, value: Any) -> list[Any]:
+    """A step summary entry as rich renderables: scalars as one line, equal-length lists as table columns."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not isinstance(value, dict):
+        return [f"[bold]{escape(key)}[/bold]: {escape(_format_value(value))}"]
+    scalars = {k: v for k, v in value.items() if not isinstance(v, list | dict)}
+    lists = {k: v for k, v in value.items() if isinstance(v, list)}
+    others = {k: v for k, v in value.items() if isinstance(v, dict)}
+    out: list[Any] = [
+        f"[bold]{escape(key)}[/bold]  "
+        + escape("  ".join(f"{k}: {_format_value(v)}" for k, v in {**scalars, **others}.items()))
+    ]
+    # The per-item lists (e.g. one value per tilt) are the most common length among the lists.
+    lengths = [len(v) for v in lists.values()]
+    length = max(lengths, key=lambda n: (lengths.count(n), n), default=0)
+    columns = {k: v for k, v in lists.items() if len(v) == length and length > 1}
+    for k, v in lists.items():
+        if k not in columns:
+            out.append(f"  {escape(k)}: {escape(_format_value(v))}")
+    if columns:
+        table = Table(show_header=True, box=None, pad_edge=False)
+        for name in columns:
+            table.add_column(name.replace("_", " "), justify="right")
+        for row in zip(*columns.values(), strict=True):
+            table.add_row(*(escape(_format_value(x)) for x in row))
+        out.append(table)
+    return out
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format_value(v) for v in value) + "]"
+    return str(value)
+
+
+@app.command(
     "log",
     epilog="Examples:\n\n  tomoforge log 12 --project myproject\n  tomoforge log 12          (project in the current folder)",
 )
