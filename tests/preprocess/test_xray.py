@@ -94,9 +94,15 @@ def test_gold_beads_untouched(scene: dict[str, torch.Tensor]) -> None:
 
 def test_clean_images_unchanged(scene: dict[str, torch.Tensor]) -> None:
     expected = scene["expected"].float()
-    mask, objects = find_xrays(expected)  # noiseless specimen with beads: nothing to find
+    mask, objects = find_xrays(expected, include_dark=False)  # noiseless specimen: no bright outlier at all
     assert not mask.any() and objects == []
     assert torch.equal(erase_xrays(expected, mask), expected)
+    # with both polarities (ccderaser's rule) the dark bead cores of a noiseless image are outliers by any SD
+    # measure, as ccderaser's man page warns for low-noise data; all that is found is dark and on a bead
+    mask, objects = find_xrays(expected)
+    near_bead = torch.nn.functional.max_pool2d(scene["bead_core"][None, None].float(), 17, 1, 8)[0, 0] > 0
+    assert objects and all(o.polarity == -1 for o in objects)
+    assert not (mask & ~near_bead).any()
     mask, _ = find_xrays(scene["clean"])  # Poisson noise alone: (almost) nothing
     assert mask.float().mean() <= 1e-5
 
@@ -180,6 +186,147 @@ def test_bad_inputs() -> None:
         find_xrays(torch.zeros(5))
     with pytest.raises(ValueError, match="shape"):
         erase_xrays(torch.zeros(4, 4), torch.zeros(4, 5, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dark (negative) outliers: ccderaser finds peaks "a criterion # of SDs above or below background"
+
+DARK_COUNTS = 400.0  # mean counts where dead pixels stand out: 0 counts is 20 SD below the mean
+
+
+@pytest.fixture(scope="module")
+def dark_scene() -> dict[str, torch.Tensor]:
+    """Poisson image of a smooth specimen with gold-bead-like dark discs (8 px diameter, 3 SD deep), single dark
+    pixels at 15 SD below the local mean, 2×2 dead clusters at 0 and bright X-rays, each in its own grid cell."""
+    g = torch.Generator().manual_seed(11)
+    n, cell = 400, 20
+    yy, xx = torch.meshgrid(
+        torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij"
+    )
+    mean = DARK_COUNTS * (1.0 + 0.2 * torch.sin(xx / 41.0) * torch.cos(yy / 29.0) + 0.1 * (xx - yy) / n)
+    m = n // cell - 2  # interior cells per axis
+    kind = torch.randperm(m * m, generator=g).tolist()
+    jitter = torch.randint(-3, 4, (m * m, 2), generator=g).tolist()
+    centres = [
+        ((k // m + 1) * cell + cell // 2 + jy, (k % m + 1) * cell + cell // 2 + jx)
+        for k, (jy, jx) in enumerate(jitter)
+    ]
+    discs = torch.zeros(n, n, dtype=torch.bool)
+    for (y, x), c in zip(centres, kind, strict=True):
+        if c < 30:
+            discs |= (yy - y) ** 2 + (xx - x) ** 2 <= 4.0**2
+    expected = mean - 3.0 * mean.sqrt() * discs
+    image = torch.poisson(expected, generator=g)
+    dark = torch.zeros_like(discs)
+    bright = torch.zeros_like(discs)
+    singles = []
+    for (y, x), c in zip(centres, kind, strict=True):
+        if 30 <= c < 180:
+            image[y, x] = expected[y, x] - 15.0 * expected[y, x].sqrt()
+            dark[y, x] = True
+            singles.append((y, x))
+        elif 180 <= c < 240:
+            image[y : y + 2, x : x + 2] = 0.0
+            dark[y : y + 2, x : x + 2] = True
+        elif 240 <= c < 280:
+            hit = (yy - y) ** 2 + (xx - x) ** 2 <= (1.5 if c % 2 else 0.0)
+            image[hit] += float(torch.empty(()).uniform_(10.0, 50.0, generator=g)) * DARK_COUNTS**0.5
+            bright |= hit
+    return {
+        "image": image.float(),
+        "expected": expected,
+        "dark": dark,
+        "bright": bright,
+        "discs": discs,
+        "singles": torch.tensor(singles, dtype=torch.float64),
+    }
+
+
+def test_dark_pixels_removed_beads_kept(dark_scene: dict[str, torch.Tensor]) -> None:
+    image, dark, bright, discs = (dark_scene[k] for k in ("image", "dark", "bright", "discs"))
+    assert int(dark.sum()) == 150 + 4 * 60 and discs.sum() > 1000
+    mask, objects = find_xrays(image)
+    out = erase_xrays(image, mask)
+    other = ~dark & ~bright
+    assert (mask & dark).sum() / dark.sum() >= 0.99
+    assert (mask & bright).sum() / bright.sum() >= 0.99
+    assert (mask & other).sum() / other.sum() <= 1e-4
+    # the dark discs (gold-bead-like, 3 SD deep, 8 px across) are a feature, not an outlier
+    assert not (mask & discs).any() and torch.equal(out[discs], image[discs])
+    # replaced dark pixels take the local level back: unbiased, within the noise of one pixel
+    expected = dark_scene["expected"]
+    z = (out.double() - expected) / expected.sqrt()
+    assert z[dark].mean().abs() < 0.2 and z[dark].pow(2).mean().sqrt() < 1.0 and z[dark].abs().max() < 4.0
+    # one dark object per injected single pixel or cluster, marked dark; the X-rays bright
+    assert sum(o.polarity == -1 for o in objects) == 150 + 60
+    assert sum(o.polarity == 1 for o in objects) == 40
+    found = torch.tensor([[o.y_px, o.x_px] for o in objects if o.polarity == -1], dtype=torch.float64)
+    assert torch.cdist(dark_scene["singles"], found).min(dim=1).values.max() < 1.0
+
+
+def test_bright_only_search_leaves_dark_pixels(dark_scene: dict[str, torch.Tensor]) -> None:
+    image, dark = dark_scene["image"], dark_scene["dark"]
+    both, _ = find_xrays(image)
+    bright_only, objects = find_xrays(image, include_dark=False)
+    assert not (bright_only & dark).any() and all(o.polarity == 1 for o in objects)
+    near_dark = torch.nn.functional.max_pool2d(dark[None, None].float(), 3, 1, 1)[0, 0] > 0
+    assert torch.equal(both & ~near_dark, bright_only & ~near_dark)
+
+
+def test_bright_xrays_found_as_before(scene: dict[str, torch.Tensor]) -> None:
+    # an image with X-rays and no dead pixels: searching both polarities changes nothing
+    mask, objects = find_xrays(scene["dirty"])
+    bright_only, bright_objects = find_xrays(scene["dirty"], include_dark=False)
+    assert torch.equal(mask, bright_only) and objects == bright_objects
+    assert all(o.polarity == 1 for o in objects)
+
+
+def test_dark_pixels_found_by_the_difference_test() -> None:
+    g = torch.Generator().manual_seed(13)
+    n, sd = 256, 10.0
+    image = 100.0 + sd * torch.randn(n, n, generator=g)
+    truth = torch.zeros(n, n, dtype=torch.bool)
+    truth[12 : n - 12 : 16, 12 : n - 12 : 16] = True
+    image[truth] -= 10.0 * sd
+    diff_only = {"peak_criterion_sd": 1e6, "giant_criterion_sd": 1e6}
+    mask, objects = find_xrays(image, **diff_only)
+    assert (mask & truth).sum() / truth.sum() >= 0.99 and not (mask & ~truth).any()
+    assert all(o.polarity == -1 and o.n_pixels == 1 for o in objects)
+    mask, _ = find_xrays(image, include_dark=False, **diff_only)
+    assert not mask.any()
+
+
+def test_neighbours_of_strong_hot_pixels_are_not_dark() -> None:
+    # next to a +300 SD hot pixel every neighbour is ~40 SD below its own neighbours' mean; the differences are
+    # taken after the peaks are replaced (as ccderaser does), so none of them is taken for a dead pixel
+    g = torch.Generator().manual_seed(17)
+    n = 128
+    image = 100.0 + 10.0 * torch.randn(n, n, generator=g)
+    truth = torch.zeros(n, n, dtype=torch.bool)
+    truth[10 : n - 10 : 20, 10 : n - 10 : 20] = True
+    truth[20 : n - 10 : 20, 20 : n - 10 : 20] = True
+    truth[21 : n - 10 : 20, 20 : n - 10 : 20] = True  # two-pixel hits
+    image[truth] += 3000.0
+    mask, objects = find_xrays(image)
+    assert torch.equal(mask, truth) and all(o.polarity == 1 for o in objects)
+
+
+def test_dead_pixels_at_edges_and_corners() -> None:
+    g = torch.Generator().manual_seed(19)
+    image = torch.poisson(torch.full((64, 80), DARK_COUNTS), generator=g)
+    dead = image.clone()
+    dead[0, 0] = 0.0  # corner
+    dead[63, 40] = 0.0  # bottom edge
+    dead[30:32, 78:80] = 0.0  # 2×2 cluster at the right edge
+    truth = dead != image
+    mask, objects = find_xrays(dead, edge_exclusion_px=0)
+    assert torch.equal(mask, truth)
+    assert len(objects) == 3 and all(o.polarity == -1 for o in objects)
+    out = erase_xrays(dead, mask)
+    assert ((out[truth] - DARK_COUNTS).abs() < 4 * DARK_COUNTS**0.5).all()
+    assert torch.equal(out[~truth], dead[~truth])
+    mask4, _ = find_xrays(dead)  # the default edge band leaves them alone
+    assert not mask4.any()
 
 
 @pytest.mark.slow

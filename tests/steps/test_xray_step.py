@@ -119,3 +119,74 @@ def test_injected_hot_pixels_are_erased(
     removed = sum(abs(float(erased[i, y, x]) - 100.0) < 50.0 for i, y, x in hits)
     assert removed >= 0.99 * len(hits), f"{removed}/{len(hits)} injected pixels erased"
     assert len(read_xray_table(result.outputs["tilt_series"].path / "TS_01_xrays.csv")) >= 0.99 * len(hits)
+
+
+def test_dead_pixels_are_erased_and_listed_as_dark(
+    project: Project, results: dict[str, RunResult], tmp_path: Path
+) -> None:
+    (series,) = read_tilt_series(results["motion"].outputs["tilt_series"].path)
+    n, (h, w) = series.n_tilts, (96, 96)
+    rng = np.random.default_rng(7)
+    stack = rng.normal(1000.0, 20.0, size=(n, h, w)).astype(np.float32)
+    dead, hot = [], []
+    for i in range(n):
+        for k, (y, x) in enumerate((y, x) for y in range(12, h - 12, 16) for x in range(12, w - 12, 16)):
+            if k % 3 == 0:  # a hot pixel in every third cell, a dead pixel or 2×2 dead cluster in the others
+                stack[i, y, x] += 2000.0
+                hot.append((i, y, x))
+            elif k % 3 == 1:
+                stack[i, y, x] = 0.0
+                dead.append((i, y, x))
+            else:
+                stack[i, y : y + 2, x : x + 2] = 0.0
+                dead += [(i, y + dy, x + dx) for dy in (0, 1) for dx in (0, 1)]
+    folder = tmp_path / "ts"
+    folder.mkdir()
+    write_mrc(stack, folder / "TS_01.mrc", voxel_size_angstrom=series.pixel_size_angstrom)
+    write_tilt_series(
+        folder,
+        series.model_copy(
+            update={"stack_file": folder / "TS_01.mrc", "even_stack_file": None, "odd_stack_file": None}
+        ),
+    )
+    result = run_step(project, "xray.erase", {}, {"tilt_series": folder})
+    out_folder = result.outputs["tilt_series"].path
+    (out,) = read_tilt_series(out_folder)
+    erased = np.asarray(read_mrc(out.stack_file).data)
+    for points in (dead, hot):
+        assert sum(abs(float(erased[i, y, x]) - 1000.0) < 100.0 for i, y, x in points) >= 0.99 * len(points)
+    changed = erased != stack
+    injected = np.zeros_like(changed)
+    for i, y, x in dead + hot:
+        injected[i, y, x] = True
+    assert (changed & ~injected).sum() <= 1e-4 * (~injected).sum()
+    table = read_xray_table(out_folder / "TS_01_xrays.csv")
+    n_dark_objects = n * sum(1 for k in range(25) if k % 3)  # 5×5 cells per tilt
+    assert sum(r["polarity"] == -1 for r in table) == n_dark_objects
+    assert sum(r["polarity"] == 1 for r in table) == len(hot)
+    for row in table:
+        i, y, x = int(row["tilt_index"]), round(row["y_px"]), round(row["x_px"])
+        assert stack[i, y, x] == 0.0 if row["polarity"] == -1 else stack[i, y, x] > 1500.0
+    summary = get_registry().get("xray.erase").summary
+    assert summary is not None
+    numbers = summary(result.outputs)["TS_01"]
+    assert isinstance(numbers, dict) and numbers["dark_objects_erased"] == n_dark_objects
+
+
+def test_xray_table_written_before_the_polarity_column_still_reads(tmp_path: Path) -> None:
+    old = tmp_path / "TS_01_xrays.csv"
+    old.write_text("tilt_index,tilt_angle_deg,y_px,x_px,radius_px,n_pixels\n3,-6.0,10.000,12.500,0.500,2\n")
+    (row,) = read_xray_table(old)
+    assert row == {
+        "tilt_index": 3.0,
+        "tilt_angle_deg": -6.0,
+        "y_px": 10.0,
+        "x_px": 12.5,
+        "radius_px": 0.5,
+        "n_pixels": 2.0,
+        "polarity": 1.0,
+    }
+    bad = tmp_path / "bad_xrays.csv"
+    bad.write_text("tilt,y,x\n1,2,3\n")
+    with pytest.raises(ValueError, match="not an X-ray table"):
+        read_xray_table(bad)

@@ -1,9 +1,11 @@
-"""X-ray (hot pixel / zinger) detection and erasure with the semantics of IMOD's ``ccderaser``.
+"""X-ray (hot pixel / zinger) and dead-pixel detection and erasure with the semantics of IMOD's ``ccderaser``.
 
-Detection (:func:`find_xrays`) follows ``ccderaser -FindPeaks``: robust statistics in scan boxes, candidate local
-maxima, a peak test against an annulus around each candidate with growth of the erased patch, a retry of bright
-failed candidates as "giant" peaks with a larger radius and an edge-sharpness test, and a difference test on
-pixel-minus-neighbour-mean differences for isolated hot pixels. Replacement (:func:`erase_xrays`) fits a 2-D
+Detection (:func:`find_xrays`) follows ``ccderaser -FindPeaks``, which finds peaks "a criterion # of SDs above or
+below background": robust statistics in scan boxes, candidate local extrema of either polarity, a peak test of
+``|peak − annulus mean|`` against the annulus SD with growth of the erased patch over pixels of the peak's
+polarity, a retry of strongly deviating failed candidates as "giant" peaks with a larger radius and an
+edge-sharpness test, and, on the image with those peaks already replaced, a difference test on
+``|pixel − neighbour mean|`` for isolated hot and dead pixels. Replacement (:func:`erase_xrays`) fits a 2-D
 polynomial by least squares to a ring of pixels around each connected patch and replaces the patch by the fit.
 
 Everything runs batched on tensors (leading ``...`` dims are images, e.g. the tilts of a series) on the device of
@@ -40,6 +42,9 @@ class XrayObject:
         Largest distance of a patch pixel centre from the centroid (0 for a single pixel).
     n_pixels
         Number of pixels in the patch.
+    polarity
+        ``+1`` for a bright patch (X-ray, hot pixel), ``-1`` for a dark one (dead or cold pixels): the polarity of
+        the majority of its pixels.
     """
 
     image_index: tuple[int, ...]
@@ -47,6 +52,7 @@ class XrayObject:
     x_px: float
     radius_px: float
     n_pixels: int
+    polarity: int = 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,32 +209,38 @@ def find_xrays(
     scan_box_px: int = 100,
     edge_exclusion_px: int = 4,
     max_pixels_in_diff_patch: int = 2,
+    include_dark: bool = True,
 ) -> tuple[torch.Tensor, list[XrayObject]]:
-    """Find X-rays (bright outliers) in images, as IMOD ``ccderaser -FindPeaks`` does.
+    """Find X-rays and dead pixels (bright and dark outliers) in images, as IMOD ``ccderaser -FindPeaks`` does.
+
+    Every criterion acts on the absolute deviation, as in ``ccderaser``: a candidate's polarity is the sign of its
+    deviation from the scan-box mean, and its patch grows only over pixels deviating the same way. All SD
+    criteria below are therefore "above or below".
 
     Parameters
     ----------
     image
         ``(..., h, w)`` images (counts; any real dtype). Leading dims are independent images.
     peak_criterion_sd
-        A candidate peak is an X-ray if it exceeds the mean of the annulus around it by more than this many SDs
-        of that annulus (``-PeakCriterion``; Scipion 8, IMOD 10).
+        A candidate peak is erased if it differs from the mean of the annulus around it by more than this many
+        SDs of that annulus (``-PeakCriterion``; Scipion 8, IMOD 10).
     difference_criterion_sd
-        A pixel whose difference from the mean of its 8 neighbours exceeds the scan-box mean of that difference
-        by more than this many scan-box SDs of the difference seeds a difference patch (``-DiffCriterion``).
+        A pixel whose difference from the mean of its 8 neighbours deviates from the scan-box mean of that
+        difference by more than this many scan-box SDs of the difference seeds a difference patch
+        (``-DiffCriterion``). The differences are taken after the peaks found by the peak tests are replaced.
     grow_criterion_sd
-        The erased patch grows (8-connected, from the peak) over pixels that exceed the annulus mean by more than
-        this many annulus SDs (difference patches: the difference mean by this many difference SDs)
-        (``-GrowCriterion``).
+        The erased patch grows (8-connected, from the peak) over pixels that deviate from the annulus mean in the
+        peak's direction by more than this many annulus SDs (difference patches: from the difference mean by this
+        many difference SDs) (``-GrowCriterion``).
     scan_criterion_sd
-        Pixels more than this many SDs above their scan-box mean are candidates; the local maxima (3×3) among them
-        are the peaks tested (``-ScanCriterion``).
+        Pixels more than this many SDs above (below) their scan-box mean are candidates; the local maxima
+        (minima) (3×3) among them are the peaks tested (``-ScanCriterion``).
     max_radius_px
         Patches grow only within this distance of the peak; the annulus starts here (``-MaximumRadius``).
     giant_criterion_sd, extra_large_radius_px, big_difference_criterion_sd
-        A candidate that fails the peak test but exceeds its box mean by ``scan + 1`` SDs is retried as a giant
-        peak: annulus from ``extra_large_radius_px``, criterion ``giant_criterion_sd``, growth within the larger
-        radius; it is accepted only if the mean of the largest quarter of the absolute adjacent-pixel
+        A candidate that fails the peak test but deviates from its box mean by ``scan + 1`` SDs is retried as a
+        giant peak: annulus from ``extra_large_radius_px``, criterion ``giant_criterion_sd``, growth within the
+        larger radius; it is accepted only if the mean of the largest quarter of the absolute adjacent-pixel
         differences touching the patch exceeds ``big_difference_criterion_sd`` times the scan-box SD of
         adjacent-pixel differences (sharp edges: an X-ray, not a specimen feature) (``-GiantCriterion``,
         ``-ExtraLargeRadius``, ``-BigDiffCriterion``).
@@ -241,6 +253,9 @@ def find_xrays(
         patches of accepted peaks may still extend into the band.
     max_pixels_in_diff_patch
         Difference patches larger than this are rejected (``-MaxPixelsInDiffPatch``).
+    include_dark
+        Also find dark outliers (``ccderaser`` always does; ``False`` restricts every test to bright peaks, which
+        ``ccderaser`` has no option for).
 
     Returns
     -------
@@ -249,8 +264,12 @@ def find_xrays(
 
     Notes
     -----
-    Only bright outliers are found (X-rays add counts); dark features such as gold beads are never candidates.
-    Statistics are sigma-clipped (3 SD, 4 rounds) per scan box; annulus statistics ignore pixels outside the image.
+    Dark features of the specimen (gold beads) are spared for the same reasons as bright ones: they are wider
+    than the annulus radius or not deep enough in annulus SDs, and a giant candidate needs sharp edges. In images
+    with little noise, small dark beads can pass these SD criteria, as with ``ccderaser`` (its manual says so of
+    ``-BigDiffCriterion``); in a noiseless image they always do.
+    Statistics are iteratively sigma-clipped (3 SD) per scan box; annulus statistics ignore pixels outside the
+    image.
     """
     if image.dim() < 2:
         raise ValueError("image must have at least 2 dimensions (..., h, w)")
@@ -271,22 +290,35 @@ def find_xrays(
     pad = max(r_small, r_large, r_diff) + 1
     xpad = F.pad(x[:, None], (pad, pad, pad, pad), value=float("nan"))[:, 0]
     mask_pad = torch.zeros_like(xpad, dtype=torch.bool)
+    dark_pad = torch.zeros_like(mask_pad)  # pixels erased as part of a dark (negative) peak
 
-    # peak search: candidates above the scan criterion that are 3×3 local maxima
+    # peak search: candidates beyond the scan criterion that are 3×3 local maxima (bright) or minima (dark)
     local_max = F.max_pool2d(x[:, None], 3, stride=1, padding=1)[:, 0]
-    candidate = inner_b & (x - box_mean > scan_criterion_sd * box_sd) & (x >= local_max)
+    deviation = x - box_mean
+    candidate = inner_b & (deviation > scan_criterion_sd * box_sd) & (x >= local_max)
+    if include_dark:
+        local_min = -F.max_pool2d(-x[:, None], 3, stride=1, padding=1)[:, 0]
+        candidate |= inner_b & (-deviation > scan_criterion_sd * box_sd) & (x <= local_min)
     cb, cy, cx = candidate.nonzero().unbind(1)
     peak = x[cb, cy, cx]
+    polarity = torch.where(deviation[cb, cy, cx] > 0, 1.0, -1.0).to(dtype)
+
+    def _mark(flat: torch.Tensor, patch: torch.Tensor, sign: torch.Tensor) -> None:
+        """Mark ``patch`` ``(K, n, n)`` of windows at padded flat indices ``flat``; ``sign`` ``(K,)``."""
+        mask_pad.reshape(-1)[flat[patch]] = True
+        dark_pad.reshape(-1)[flat[patch & (sign < 0)[:, None, None]]] = True
 
     def _peak_test(r_win: int, radius: float, criterion: float, sel: torch.Tensor):
         win, flat = _windows(xpad, pad, cb[sel], cy[sel], cx[sel], r_win)
         dist = _disk_distance(r_win, dev)
         ring = (dist > radius) & (dist <= radius + annulus_width_px)
         ring_mean, ring_sd = _nan_mean_sd(win, ring.expand_as(win))
-        accept = peak[sel] - ring_mean > criterion * ring_sd
-        allowed = (win - ring_mean[:, None, None] > grow_criterion_sd * ring_sd[:, None, None]) & (
-            dist <= radius
-        )
+        sign = polarity[sel]
+        accept = sign * (peak[sel] - ring_mean) > criterion * ring_sd
+        allowed = (
+            sign[:, None, None] * (win - ring_mean[:, None, None])
+            > grow_criterion_sd * ring_sd[:, None, None]
+        ) & (dist <= radius)
         seed = torch.zeros_like(allowed)
         seed[:, r_win, r_win] = True
         patch = _grow(seed, allowed, 2 * int(math.ceil(radius)) + 2)
@@ -294,11 +326,12 @@ def find_xrays(
 
     sel_all = torch.ones_like(peak, dtype=torch.bool)
     accept, patch, _, flat = _peak_test(r_small, max_radius_px, peak_criterion_sd, sel_all)
-    mask_pad.reshape(-1)[flat[accept][patch[accept]]] = True
+    _mark(flat[accept], patch[accept], polarity[accept])
 
-    # giant peaks: bright candidates that failed, retried with the large radius and the big-difference test
-    bright = peak - box_mean[cb, cy, cx] > (scan_criterion_sd + 1.0) * box_sd[cb, cy, cx]
-    giant_sel = ~accept & bright
+    # giant peaks: strongly deviating candidates that failed, retried with the large radius and the
+    # big-difference test
+    strong = polarity * (peak - box_mean[cb, cy, cx]) > (scan_criterion_sd + 1.0) * box_sd[cb, cy, cx]
+    giant_sel = ~accept & strong
     if bool(giant_sel.any()):
         adjacent = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 1))
         valid_d = inner_b.clone()
@@ -320,41 +353,54 @@ def find_xrays(
         rank = torch.arange(ordered.shape[1], device=dev)[None, :]
         top_mean = torch.where(rank < k_top[:, None], ordered, 0.0).sum(1) / k_top
         g_accept &= top_mean > big_difference_criterion_sd * d_sd_px
-        mask_pad.reshape(-1)[g_flat[g_accept][g_patch[g_accept]]] = True
+        g_sign = polarity[giant_sel]
+        _mark(g_flat[g_accept], g_patch[g_accept], g_sign[g_accept])
 
-    # difference test: isolated hot pixels relative to the mean of their 8 neighbours
-    neighbour_mean = (
-        9.0 * F.avg_pool2d(F.pad(x[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1) - x[:, None]
-    )[:, 0] / 8.0
-    diff = x - neighbour_mean
-    d_mean, d_sd = _box_stats(diff, inner_b, boxes)
-    d_local_max = F.max_pool2d(diff[:, None], 3, stride=1, padding=1)[:, 0]
+    # difference test: isolated hot and dead pixels relative to the mean of their 8 neighbours, on the image
+    # with the peaks found so far replaced (ccderaser recomputes the differences after each replacement), so
+    # that the neighbours of an erased peak do not look like outliers of the other polarity
     already = mask_pad[:, pad : pad + h, pad : pad + w]
-    seeds = inner_b & (diff - d_mean > difference_criterion_sd * d_sd) & (diff >= d_local_max) & ~already
+    y = erase_xrays(x, already) if bool(already.any()) else x
+    neighbour_mean = (
+        9.0 * F.avg_pool2d(F.pad(y[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1) - y[:, None]
+    )[:, 0] / 8.0
+    diff = y - neighbour_mean
+    d_mean, d_sd = _box_stats(diff, inner_b, boxes)
+    dz = (diff - d_mean) / d_sd.clamp(min=torch.finfo(dtype).tiny)
+    if include_dark:  # a seed is the most extreme difference of its 3×3 neighbourhood, of either polarity
+        extreme = dz.abs() >= F.max_pool2d(dz.abs()[:, None], 3, stride=1, padding=1)[:, 0]
+        outlier = dz.abs() > difference_criterion_sd
+    else:
+        extreme = dz >= F.max_pool2d(dz[:, None], 3, stride=1, padding=1)[:, 0]
+        outlier = dz > difference_criterion_sd
+    seeds = inner_b & outlier & extreme & ~already
     sb, sy, sx = seeds.nonzero().unbind(1)
     if sb.numel():
-        dz = (diff - d_mean) / d_sd.clamp(min=torch.finfo(dtype).tiny)
+        sign = torch.where(dz[sb, sy, sx] > 0, 1.0, -1.0).to(dtype)
         dz_pad = F.pad(dz[:, None], (pad, pad, pad, pad), value=float("nan"))[:, 0]
         win, flat_d = _windows(dz_pad, pad, sb, sy, sx, r_diff)
         dist = _disk_distance(r_diff, dev)
-        allowed = (win > grow_criterion_sd) & (dist <= 2 * max_radius_px)
+        allowed = (sign[:, None, None] * win > grow_criterion_sd) & (dist <= 2 * max_radius_px)
         seed = torch.zeros_like(allowed)
         seed[:, r_diff, r_diff] = True
         patch = _grow(seed, allowed, 2 * r_diff)
         keep = patch.sum(dim=(-2, -1)) <= max_pixels_in_diff_patch
-        mask_pad.reshape(-1)[flat_d[keep][patch[keep]]] = True
+        _mark(flat_d[keep], patch[keep], sign[keep])
 
     mask = mask_pad[:, pad : pad + h, pad : pad + w].contiguous()
-    return mask.reshape(*lead, h, w), _objects(mask, lead)
+    dark = dark_pad[:, pad : pad + h, pad : pad + w]
+    return mask.reshape(*lead, h, w), _objects(mask, dark, lead)
 
 
-def _objects(mask: torch.Tensor, lead: torch.Size) -> list[XrayObject]:
-    """One :class:`XrayObject` per connected patch of ``mask`` ``(B, h, w)``."""
+def _objects(mask: torch.Tensor, dark: torch.Tensor, lead: torch.Size) -> list[XrayObject]:
+    """One :class:`XrayObject` per connected patch of ``mask`` ``(B, h, w)``; ``dark`` marks dark pixels."""
     coords, labels, n = label_patches(mask)
     if n == 0:
         return []
     c = coords.double()
     count = torch.bincount(labels, minlength=n).double()
+    is_dark = dark[coords[:, 0], coords[:, 1], coords[:, 2]].double()
+    n_dark = torch.bincount(labels, weights=is_dark, minlength=n)
     cy = torch.bincount(labels, weights=c[:, 1], minlength=n) / count
     cx = torch.bincount(labels, weights=c[:, 2], minlength=n) / count
     d = torch.sqrt((c[:, 1] - cy[labels]) ** 2 + (c[:, 2] - cx[labels]) ** 2)
@@ -364,11 +410,18 @@ def _objects(mask: torch.Tensor, lead: torch.Size) -> list[XrayObject]:
     )
     shape = tuple(lead)
     out = []
-    for b, y, xx, r, k in zip(
-        image_of.tolist(), cy.tolist(), cx.tolist(), radius.tolist(), count.tolist(), strict=True
+    polarity = torch.where(2 * n_dark > count, -1, 1)
+    for b, y, xx, r, k, p in zip(
+        image_of.tolist(),
+        cy.tolist(),
+        cx.tolist(),
+        radius.tolist(),
+        count.tolist(),
+        polarity.tolist(),
+        strict=True,
     ):
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(b), shape)) if shape else ()
-        out.append(XrayObject(image_index=index, y_px=y, x_px=xx, radius_px=r, n_pixels=int(k)))
+        out.append(XrayObject(image_index=index, y_px=y, x_px=xx, radius_px=r, n_pixels=int(k), polarity=p))
     out.sort(key=lambda o: (o.image_index, o.y_px, o.x_px))
     return out
 
