@@ -46,6 +46,7 @@ __all__ = [
     "LocalMotionTilt",
     "SIDECAR_SUFFIXES",
     "copy_sidecars",
+    "link_or_copy",
     "map_stacks",
     "series_stacks",
     "read_dose_filter_record",
@@ -254,6 +255,19 @@ def copy_sidecars(source: Path, target: Path, ts_id: str, *, skip: Sequence[str]
         path = source / f"{ts_id}{suffix}"
         if suffix not in skip and path.is_file():
             shutil.copyfile(path, target / path.name)
+
+
+def link_or_copy(source: Path, target: Path) -> Path:
+    """Make ``target`` hold the contents of ``source``: a hard link when possible (no copy), else a copy.
+
+    Steps that pass a stack through unchanged use it, so that the output folder is self-contained (it can be
+    moved) without duplicating gigabytes. Run folders are never modified after their run, so sharing is safe.
+    """
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
 
 
 def series_stacks(series: TiltSeries) -> dict[str, Path]:
