@@ -1,7 +1,7 @@
-"""8-bit grayscale PNG images (writer only), for previews; the standard library's ``zlib`` is the only dependency.
+"""8-bit grayscale or RGB PNG images (writer only), for previews; the standard library's ``zlib`` is the only dependency.
 
 A PNG is the 8-byte signature followed by chunks (length, type, data, CRC-32 of type and data): ``IHDR`` (width,
-height, bit depth 8, colour type 0 = grayscale, no interlace), one ``IDAT`` (the zlib-compressed rows, each
+height, bit depth 8, colour type 0 = grayscale or 2 = RGB, no interlace), one ``IDAT`` (the zlib-compressed rows, each
 preceded by filter type 0) and ``IEND`` (W3C, Portable Network Graphics Specification, 2nd ed., 2003).
 
 Array rows are written bottom row first by default (``origin="lower"``), so that a viewer shows the image as IMOD
@@ -35,12 +35,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png_bytes(
     image: np.ndarray, *, origin: Literal["lower", "upper"] = "lower", compression: int = 6
 ) -> bytes:
-    """Encode a ``(y, x)`` uint8 image as an 8-bit grayscale PNG.
+    """Encode a ``(y, x)`` uint8 image as an 8-bit grayscale PNG, or a ``(y, x, 3)`` one as RGB.
 
     Parameters
     ----------
     image
-        2D ``uint8`` array.
+        ``(y, x)`` or ``(y, x, 3)`` ``uint8`` array.
     origin
         ``"lower"``: row 0 is shown at the bottom (y up, as IMOD); ``"upper"``: row 0 at the top.
     compression
@@ -54,19 +54,23 @@ def png_bytes(
     Raises
     ------
     ValueError
-        If the image is not a non-empty 2D uint8 array.
+        If the image is not a non-empty 2D (or RGB) uint8 array.
     """
     array = np.asarray(image)
-    if array.ndim != 2 or array.dtype != np.uint8 or array.size == 0:
-        raise ValueError(f"a grayscale PNG needs a non-empty 2D uint8 array, got {array.dtype} {array.shape}")
+    rgb = array.ndim == 3 and array.shape[-1] == 3
+    if not (array.ndim == 2 or rgb) or array.dtype != np.uint8 or array.size == 0:
+        raise ValueError(
+            f"a PNG needs a non-empty (y, x) or (y, x, 3) uint8 array, got {array.dtype} {array.shape}"
+        )
     if origin not in ("lower", "upper"):
         raise ValueError(f"origin must be 'lower' or 'upper', not {origin!r}")
     rows = array[::-1] if origin == "lower" else array
-    height, width = rows.shape
-    raw = np.empty((height, width + 1), dtype=np.uint8)
+    height, width = rows.shape[:2]
+    flat = rows.reshape(height, -1)
+    raw = np.empty((height, flat.shape[1] + 1), dtype=np.uint8)
     raw[:, 0] = 0  # filter type "None" for every row
-    raw[:, 1:] = rows
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    raw[:, 1:] = flat
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0)
     return (
         _SIGNATURE
         + _chunk(b"IHDR", header)
@@ -78,7 +82,7 @@ def png_bytes(
 def write_png(
     image: np.ndarray, path: str | os.PathLike[str], *, origin: Literal["lower", "upper"] = "lower"
 ) -> Path:
-    """Write a ``(y, x)`` uint8 image as an 8-bit grayscale PNG, atomically (see :func:`png_bytes`).
+    """Write a ``(y, x)`` (grayscale) or ``(y, x, 3)`` (RGB) uint8 image as a PNG, atomically (see :func:`png_bytes`).
 
     Returns
     -------
@@ -88,7 +92,7 @@ def write_png(
     Raises
     ------
     FormatError
-        If the image is not a 2D uint8 array or the file cannot be written.
+        If the image is not a 2D or RGB uint8 array or the file cannot be written.
     """
     target = Path(path)
     try:
