@@ -107,3 +107,12 @@ def test_local_motion_sidecar_survives_later_steps(project: Project, movies: Run
     result = run_step(project, "motion.correct", {"patches_x": 2, "patches_y": 2}, {"movies": movies})
     dosed = run_step(project, "dose.filter", {}, {"tilt_series": RunOutput(result.run.id, "tilt_series")})
     assert (Path(dosed.outputs["tilt_series"].path) / "TS_01_local_motion.json").is_file()
+
+
+def test_trajectory_picture_has_one_panel_per_tilt(global_only: RunResult) -> None:
+    import struct
+
+    path = global_only.outputs["tilt_series"].path / "TS_01_motion.png"
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (9 * 96, 96)  # nine tilts on one row of ten columns

@@ -6,7 +6,9 @@ the frames are multiplied by after MotionCor2's ``-RotGain``/``-FlipGain`` trans
 
 Output ``tilt_series`` (kind ``tilt_series``, layout in :mod:`tomoforge.steps._artifacts`): per tilt series the
 motion-corrected stack ``<ts>.mrc`` sorted by tilt angle, ``<ts>.json``, the per-frame shifts ``<ts>_motion.csv``
-(Å, specimen displacement relative to the first aligned frame, in the movie's grid), with patches the local
+(Å, specimen displacement relative to the first aligned frame, in the movie's grid), a picture of those
+trajectories ``<ts>_motion.png`` (one panel per tilt in stack order, left to right and top to bottom, all at the
+scale of the largest shift; green first frame, red last), with patches the local
 model per tilt ``<ts>_local_motion.json``, and with ``even_odd`` the half sums ``<ts>_even.mrc`` /
 ``<ts>_odd.mrc`` (of the even and odd frames of the summed range). Acquisition order and doses are copied from the
 movies.
@@ -159,6 +161,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
             "path_length_angstrom": [round(path[o], 3) for o in orders],
             "mean_max_shift_angstrom": round(float(np.mean(list(max_shift.values()))), 3),
             "largest_shift_angstrom": round(max(max_shift.values()), 3),
+            "trajectory_plot": f"{series.ts_id}_motion.png",
         }
         local = read_local_motion_record(folder, series.ts_id)
         if local is not None:
@@ -201,6 +204,17 @@ def _load_gain(path: Path) -> Any:
     if data.ndim != 2:
         raise ValueError(f"{path}: a gain reference must be one image, not data of shape {data.shape}")
     return data.astype("float32")
+
+
+def _write_motion_plot(path: Path, tilts: list[Any], shifts_angstrom: list[Any]) -> None:
+    """``<ts>_motion.png``: one panel per tilt in stack (tilt-angle) order, the frame trajectory at one scale."""
+    import numpy as np
+
+    from tomoforge.io.png import write_png
+    from tomoforge.steps._plots import panel_grid
+
+    order = np.argsort([t.index for t in tilts])
+    write_png(panel_grid([shifts_angstrom[i] for i in order], columns=10), path)
 
 
 def _local_record(acquisition_order: int, local: Any, pixel_angstrom: float) -> Any:
@@ -427,6 +441,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
                 tilts=local_tilts,
             )
             write_local_motion_record(out, ts, record)
+        _write_motion_plot(out / f"{ts}_motion.png", movies.tilts, shifts_angstrom)
         write_motion_table(
             out / f"{ts}_motion.csv",
             [t.acquisition_order for t in movies.tilts],
