@@ -20,6 +20,9 @@ Artifact kinds
       aligned frame, in Å, in the grid of the movie (the simulator's ``truth/motion/<ts>.csv`` convention);
     * optionally ``<ts>_local_motion.json`` (from ``motion.correct`` with patches): per tilt, the patch
       trajectories and the cross-validated local motion model (see :class:`LocalMotionRecord`);
+    * optionally ``<ts>_coarse.json`` (from ``alignment.coarse``: shifts and correlation peaks per view),
+      ``<ts>_fiducials.json`` (the bead model, :class:`~tomoforge.models.LandmarkModel`) and ``<ts>_alignment.json``
+      (the solved fiducial alignment and its residuals), with IMOD exports ``<ts>.xf``, ``<ts>.tlt``, ``<ts>.prexg``;
     * optionally ``<ts>_dose_filter.json`` (from ``dose.filter``): the series is dose filtered; the
       :class:`~tomoforge.models.TiltSeries` model has no field for that, so the flag, the filter settings and the
       original prior doses live in this sidecar (see :class:`DoseFilterRecord`).
@@ -61,7 +64,15 @@ __all__ = [
     "write_tilt_series_movies",
 ]
 
-SIDECAR_SUFFIXES = ("_motion.csv", "_local_motion.json", "_dose_filter.json", "_xrays.csv")
+SIDECAR_SUFFIXES = (
+    "_motion.csv",
+    "_local_motion.json",
+    "_dose_filter.json",
+    "_xrays.csv",
+    "_coarse.json",
+    "_fiducials.json",
+    "_alignment.json",
+)
 """File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
 
 MOTION_HEADER = "acquisition_order,tilt_angle_deg,frame,shift_x_angstrom,shift_y_angstrom"

@@ -1,0 +1,101 @@
+"""What the alignment steps share: a binned working copy of a tilt series, and writing their results.
+
+The working copy holds the included tilts only (stack order), each Fourier-binned by one factor after cropping to
+the window that keeps its centre pixel ``N // 2`` on the binned centre (:func:`tomoforge.steps.preprocess.binned_window`),
+so a position ``p`` relative to the centre in binned pixels is ``b·p`` in pixels of the stack; memory is one
+binned stack plus one full image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoforge.models import TiltSeries, TiltTransform
+
+__all__ = ["WorkingStack", "export_imod_alignment", "rigid_transforms", "working_stack"]
+
+
+class WorkingStack:
+    """Binned images of the included tilts of a series (see the module docstring)."""
+
+    def __init__(self, images: Any, indices: list[int], factor: int, pixel_size_angstrom: float) -> None:
+        self.images = images
+        """``(m, h', w')`` float32 torch tensor, the included tilts in stack order."""
+        self.indices = indices
+        """Stack index of every working image."""
+        self.factor = factor
+        """Binning factor of the working images relative to the stack."""
+        self.pixel_size_angstrom = pixel_size_angstrom
+        """Pixel size of the working images in Å."""
+
+
+def working_stack(
+    series: TiltSeries, *, max_size_px: int | None = None, factor: int | None = None
+) -> WorkingStack:
+    """Read the included tilts of ``series``, binned by ``factor`` or so that no side exceeds ``max_size_px``."""
+    import torch
+
+    from tomoforge.fourier import fourier_bin_2d
+    from tomoforge.io.mrc import read_mrc
+    from tomoforge.steps.preprocess import binned_window
+
+    volume = read_mrc(series.stack_file)
+    data = volume.data
+    height, width = int(data.shape[-2]), int(data.shape[-1])
+    if factor is None:
+        factor = max(1, math.ceil(max(height, width) / max_size_px)) if max_size_px else 1
+    (y0, my), (x0, mx) = binned_window(height, factor), binned_window(width, factor)
+    indices = [t.index for t in series.tilts if not t.excluded]
+    if len(indices) < 3:
+        raise ValueError(f"{series.stack_file}: fewer than 3 tilts are included, nothing to align")
+    images = torch.empty((len(indices), my, mx), dtype=torch.float32)
+    for k, index in enumerate(indices):
+        window = np.array(data[index, y0 : y0 + factor * my, x0 : x0 + factor * mx], dtype=np.float32)
+        if not np.isfinite(window).all():
+            raise ValueError(f"{series.stack_file}: image {index} holds NaN or infinite values")
+        image = torch.from_numpy(window)
+        images[k] = fourier_bin_2d(image, factor) if factor > 1 else image
+    return WorkingStack(images, indices, factor, series.pixel_size_angstrom * factor)
+
+
+def rigid_transforms(
+    shifts_xy_px: np.ndarray, tilt_axis_deg: np.ndarray | float, pixel_size_angstrom: float
+) -> list[TiltTransform]:
+    """Transforms that shift raw images by ``shifts`` then rotate the tilt axis onto Y: ``A = Rz(−α)``, ``d = A·t``.
+
+    CONVENTIONS.md §6: the aligned image has the axis vertical, so ``α = atan2(A12, A11)`` recovers the axis.
+    """
+    shifts = np.asarray(shifts_xy_px, dtype=np.float64).reshape(-1, 2)
+    axis = np.broadcast_to(np.asarray(tilt_axis_deg, dtype=np.float64), (len(shifts),))
+    out = []
+    for (tx, ty), alpha in zip(shifts, axis, strict=True):
+        c, s = math.cos(math.radians(-alpha)), math.sin(math.radians(-alpha))
+        dx, dy = c * tx - s * ty, s * tx + c * ty
+        out.append(
+            TiltTransform(
+                a11=c,
+                a12=-s,
+                a21=s,
+                a22=c,
+                dx_angstrom=dx * pixel_size_angstrom,
+                dy_angstrom=dy * pixel_size_angstrom,
+            )
+        )
+    return out
+
+
+def export_imod_alignment(folder: Path, series: TiltSeries) -> None:
+    """Write ``<ts>.xf`` and ``<ts>.tlt`` (IMOD files, stack order; excluded tilts get the identity) for users."""
+    from tomoforge.io.imod.tlt import write_tlt
+    from tomoforge.io.imod.xf import transforms_to_xf, write_xf
+
+    if series.image_shape_yx is None:
+        return
+    h, w = series.image_shape_yx
+    transforms = [t.transform or TiltTransform.identity() for t in series.tilts]
+    write_xf(transforms_to_xf(transforms, series.pixel_size_angstrom, (w, h)), folder / f"{series.ts_id}.xf")
+    write_tlt([t.effective_tilt_angle_deg for t in series.tilts], folder / f"{series.ts_id}.tlt")
