@@ -65,7 +65,9 @@ def test_coarse_translations_match_the_truth(run: tuple[Project, RunResult, Path
     spread = gauge_free_rms(true_s, np.zeros_like(true_s), angles, axis)
     # Measured 1.33 px (no alignment 3.41 px) with 15° steps through 80 nm of ice at 10 Å/px; plain tiltxcorr
     # behaviour (no parallax smoothing, no outlier erasing) gives 9.9 px here.
-    assert rms < 1.5 and rms < 0.5 * spread, f"coarse alignment RMS {rms:.2f} px (no alignment: {spread:.2f} px)"
+    assert rms < 1.5 and rms < 0.5 * spread, (
+        f"coarse alignment RMS {rms:.2f} px (no alignment: {spread:.2f} px)"
+    )
     # Every transform is rigid with the acquisition's axis: atan2(A12, A11) = α (CONVENTIONS.md §6).
     for tilt in series.tilts:
         assert tilt.transform is not None
