@@ -343,3 +343,18 @@ def test_two_surface_analysis_refuses_too_few_beads() -> None:
         two_surface_analysis(torch.zeros((3, 3)))
     with pytest.raises(ValueError, match="on a line"):
         two_surface_analysis(torch.tensor([[float(i), 2.0 * i, (-1.0) ** i] for i in range(6)]))
+
+
+def test_two_surfaces_in_separate_halves_of_the_field() -> None:
+    """Top beads on one side, bottom beads on the other: one tilted plane must not hide the two flat ones."""
+    from tomoforge.alignment.surfaces import two_surface_analysis
+
+    g = torch.Generator().manual_seed(3)
+    top = torch.cat([torch.rand(5, 2, generator=g) * 200 - 230, torch.full((5, 1), 91.0)], dim=1)
+    bottom = torch.cat([torch.rand(3, 2, generator=g) * 200 + 30, torch.full((3, 1), -151.0)], dim=1)
+    points = torch.cat([top, bottom]).double()
+    points[:, 2] += 0.3 * torch.randn(8, generator=g, dtype=torch.float64)
+    result = two_surface_analysis(points)
+    assert result.surface.tolist() == [1] * 5 + [0] * 3
+    assert abs(result.thickness_px - 242.0) < 2.0
+    assert abs(result.tilt_angle_offset_deg) < 0.5

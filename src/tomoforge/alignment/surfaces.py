@@ -126,14 +126,26 @@ def two_surface_analysis(positions_xyz_px: torch.Tensor, *, max_iterations: int 
     plane = torch.linalg.lstsq(torch.stack([pts[:, 0], pts[:, 1], ones], -1), pts[:, 2:3]).solution.squeeze(
         -1
     )
-    labels = _best_split(pts[:, 2] - plane[0] * pts[:, 0] - plane[1] * pts[:, 1])
-    for _ in range(max_iterations):
+    # Two starts: the split of the raw heights and the split after removing one plane through all beads. When the
+    # two surfaces' beads sit in different parts of the field, one tilted plane explains much of the height and
+    # the second start alone can settle on a wrong split; the split whose two parallel planes fit best wins.
+    best: tuple[float, torch.Tensor] | None = None
+    for start in (pts[:, 2], pts[:, 2] - plane[0] * pts[:, 0] - plane[1] * pts[:, 1]):
+        labels = _best_split(start)
+        for _ in range(max_iterations):
+            coef = _fit_parallel_planes(pts, labels)
+            heights = pts[:, 2] - coef[0] * pts[:, 0] - coef[1] * pts[:, 1]
+            new = _best_split(heights)
+            if torch.equal(new, labels):
+                break
+            labels = new
         coef = _fit_parallel_planes(pts, labels)
-        heights = pts[:, 2] - coef[0] * pts[:, 0] - coef[1] * pts[:, 1]
-        new = _best_split(heights)
-        if torch.equal(new, labels):
-            break
-        labels = new
+        levels = torch.where(labels == 0, coef[2], coef[3])
+        cost = float((pts[:, 2] - coef[0] * pts[:, 0] - coef[1] * pts[:, 1] - levels).square().sum())
+        if best is None or cost < best[0]:
+            best = (cost, labels)
+    assert best is not None
+    labels = best[1]
     coef = _fit_parallel_planes(pts, labels)
     a, b, c_bottom, c_top = (float(v) for v in coef)
     heights = pts[:, 2] - a * pts[:, 0] - b * pts[:, 1]

@@ -22,7 +22,14 @@ __all__ = ["WorkingStack", "export_imod_alignment", "rigid_transforms", "working
 class WorkingStack:
     """Binned images of the included tilts of a series (see the module docstring)."""
 
-    def __init__(self, images: Any, indices: list[int], factor: int, pixel_size_angstrom: float) -> None:
+    def __init__(
+        self,
+        images: Any,
+        indices: list[int],
+        factor: int,
+        pixel_size_angstrom: float,
+        origin_xy_px: tuple[int, int] = (0, 0),
+    ) -> None:
         self.images = images
         """``(m, h', w')`` float32 torch tensor, the included tilts in stack order."""
         self.indices = indices
@@ -31,6 +38,34 @@ class WorkingStack:
         """Binning factor of the working images relative to the stack."""
         self.pixel_size_angstrom = pixel_size_angstrom
         """Pixel size of the working images in Å."""
+        self.origin_xy_px = origin_xy_px
+        """Stack pixel ``(x, y)`` of working pixel ``(0, 0)``: stack = origin + factor · working."""
+
+    def to_stack_px(self, xy_px: np.ndarray) -> np.ndarray:
+        """0-based working-pixel positions ``(..., 2)`` → 0-based stack-pixel positions."""
+        return np.asarray(xy_px, dtype=np.float64) * self.factor + np.asarray(
+            self.origin_xy_px, dtype=np.float64
+        )
+
+    def from_stack_px(self, xy_px: np.ndarray) -> np.ndarray:
+        """0-based stack-pixel positions ``(..., 2)`` → 0-based working-pixel positions."""
+        return (
+            np.asarray(xy_px, dtype=np.float64) - np.asarray(self.origin_xy_px, dtype=np.float64)
+        ) / self.factor
+
+    def translations_xf(self, series: TiltSeries) -> Any:
+        """``(m, 2, 3)`` translation-only raw → aligned transforms in working pixels (IMOD meaning about ``N // 2``)
+        from the series' rigid transforms: the shift ``t = A⁻¹·d`` applied before the rotation, or 0 without one."""
+        import torch
+
+        out = torch.zeros((len(self.indices), 2, 3), dtype=torch.float64)
+        out[:, 0, 0] = out[:, 1, 1] = 1.0
+        for k, index in enumerate(self.indices):
+            transform = series.tilts[index].transform
+            if transform is not None:
+                m = transform.as_matrix(self.pixel_size_angstrom)
+                out[k, :, 2] = torch.from_numpy(np.linalg.solve(m[:2, :2], m[:2, 2]))
+        return out
 
 
 def working_stack(
@@ -59,7 +94,7 @@ def working_stack(
             raise ValueError(f"{series.stack_file}: image {index} holds NaN or infinite values")
         image = torch.from_numpy(window)
         images[k] = fourier_bin_2d(image, factor) if factor > 1 else image
-    return WorkingStack(images, indices, factor, series.pixel_size_angstrom * factor)
+    return WorkingStack(images, indices, factor, series.pixel_size_angstrom * factor, (x0, y0))
 
 
 def rigid_transforms(
