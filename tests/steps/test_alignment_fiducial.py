@@ -91,3 +91,48 @@ def test_no_beads_suggests_patch_tracking(tmp_path_factory: pytest.TempPathFacto
     series = corrected(project, data / "frames")
     with pytest.raises(StepFailedError, match="patch tracking"):
         run_step(project, "alignment.fiducial_model", {}, {"tilt_series": series})
+
+
+def test_aligned_stack_puts_beads_where_the_transforms_say(
+    chain: tuple[Path, dict[str, RunResult]],
+) -> None:
+    from tomoforge.io.mrc import read_mrc
+
+    _, runs = chain
+    model_out = RunOutput(runs["model"].run.id, "tilt_series")
+    project = Project.open(runs["model"].run.folder.parents[1], write=True)
+    with project:
+        result = run_step(
+            project, "alignment.fiducial", {"aligned_stack_binning": 2}, {"tilt_series": model_out}
+        )
+    folder = result.outputs["tilt_series"].path
+    (series,) = read_tilt_series(folder)
+    stack = np.asarray(read_mrc(folder / "TS_01_ali.mrc").data, dtype=np.float64)
+    assert stack.shape == (series.n_tilts, 64, 64)
+    points = load_json(LandmarkModel, folder / "TS_01_fiducials.json").to_array()
+    errors, along_axis = [], []
+    for tilt in series.tilts:
+        assert tilt.transform is not None
+        m = tilt.transform.as_matrix(series.pixel_size_angstrom)
+        for b in range(points.shape[0]):
+            xy = points[b, tilt.index]
+            if not np.isfinite(xy).all():
+                continue
+            aligned = m[:2, :2] @ (xy - 64) + m[:2, 2]  # about the centre N//2 = 64, stack pixels
+            along_axis.append((b, aligned[1]))
+            cx, cy = aligned / 2 + 32  # binned pixels
+            ix, iy = int(round(cx)), int(round(cy))
+            if not (4 <= ix < 60 and 4 <= iy < 60):
+                continue
+            window = stack[tilt.index, iy - 3 : iy + 4, ix - 3 : ix + 4]
+            weight = np.clip(window.max() - window, 0, None) ** 2  # beads are dark
+            yy, xx = np.mgrid[-3:4, -3:4]
+            errors.append(
+                np.hypot(
+                    (weight * xx).sum() / weight.sum() + ix - cx, (weight * yy).sum() / weight.sum() + iy - cy
+                )
+            )
+    assert len(errors) > 50 and float(np.median(errors)) < 0.5, np.median(errors)
+    # The transforms bring the tilt axis onto Y: a bead keeps its aligned y in every view.
+    spread = [np.std([y for bb, y in along_axis if bb == b]) for b in {b for b, _ in along_axis}]
+    assert float(np.median(spread)) < 0.5, spread

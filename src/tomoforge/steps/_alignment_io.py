@@ -16,7 +16,13 @@ import numpy as np
 
 from tomoforge.models import TiltSeries, TiltTransform
 
-__all__ = ["WorkingStack", "export_imod_alignment", "rigid_transforms", "working_stack"]
+__all__ = [
+    "WorkingStack",
+    "export_imod_alignment",
+    "rigid_transforms",
+    "working_stack",
+    "write_aligned_stack",
+]
 
 
 class WorkingStack:
@@ -134,3 +140,38 @@ def export_imod_alignment(folder: Path, series: TiltSeries) -> None:
     transforms = [t.transform or TiltTransform.identity() for t in series.tilts]
     write_xf(transforms_to_xf(transforms, series.pixel_size_angstrom, (w, h)), folder / f"{series.ts_id}.xf")
     write_tlt([t.effective_tilt_angle_deg for t in series.tilts], folder / f"{series.ts_id}.tlt")
+
+
+def write_aligned_stack(folder: Path, series: TiltSeries, binning: int) -> Path:
+    """Write ``<ts>_ali.mrc``: the included tilts resampled through their transforms (newstack ``-xform``).
+
+    The images are Fourier-binned by ``binning`` first and interpolated bicubically
+    (:func:`tomoforge.alignment.transform_images`); when the transforms rotate by 45°–135° (a tilt axis near
+    horizontal brought onto Y) the output has X and Y sizes swapped, as IMOD's. One image is in memory at a time.
+    """
+    import torch
+
+    from tomoforge.alignment.transform import transform_images
+    from tomoforge.io.mrc import MrcWriter, read_mrc
+    from tomoforge.steps.preprocess import binned_window
+
+    data = read_mrc(series.stack_file).data
+    h, w = int(data.shape[-2]), int(data.shape[-1])
+    tilts = [t for t in series.tilts if not t.excluded and t.transform is not None]
+    if not tilts:
+        raise ValueError(f"{series.stack_file}: no included tilt has a transform, nothing to interpolate")
+    (y0, my), (x0, mx) = binned_window(h, binning), binned_window(w, binning)
+    angle = abs(tilts[0].transform.rotation_deg) % 180.0 if tilts[0].transform else 0.0
+    shape = (mx, my) if 45.0 < angle < 135.0 else (my, mx)
+    path = folder / f"{series.ts_id}_ali.mrc"
+    px = series.pixel_size_angstrom
+    with MrcWriter(path, (len(tilts), *shape), voxel_size_angstrom=px * binning, is_stack=True) as out:
+        for k, tilt in enumerate(tilts):
+            assert tilt.transform is not None
+            window = np.array(
+                data[tilt.index, y0 : y0 + binning * my, x0 : x0 + binning * mx], dtype=np.float32
+            )
+            xf = torch.from_numpy(tilt.transform.as_matrix(px)[:2].copy())
+            image = transform_images(torch.from_numpy(window), xf, binning=binning, output_shape_yx=shape)
+            out.write(image.numpy().astype(np.float32), k)
+    return path

@@ -57,6 +57,12 @@ class CoarseAlignmentParams(BaseModel):
     max_size_px: int = Field(
         1180, ge=128, description="Bin the images for correlation until no side exceeds this."
     )
+    aligned_stack_binning: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Also write the interpolated aligned stack <ts>_ali.mrc at this binning.",
+    )
     max_shift_nm: float | None = Field(
         None, gt=0, description="Largest shift searched between neighbours, in nm."
     )
@@ -118,7 +124,12 @@ def alignment_coarse(params: CoarseAlignmentParams, inputs: Inputs, ctx: RunCont
     from tomoforge.io._atomic import write_text_atomic
     from tomoforge.io.imod.xf import transforms_to_xf, write_xf
     from tomoforge.models import TiltTransform
-    from tomoforge.steps._alignment_io import export_imod_alignment, rigid_transforms, working_stack
+    from tomoforge.steps._alignment_io import (
+        export_imod_alignment,
+        rigid_transforms,
+        working_stack,
+        write_aligned_stack,
+    )
     from tomoforge.steps._artifacts import (
         copy_sidecars,
         link_or_copy,
@@ -168,6 +179,8 @@ def alignment_coarse(params: CoarseAlignmentParams, inputs: Inputs, ctx: RunCont
         write_tilt_series(out, aligned)
         copy_sidecars(source, out, series.ts_id)
         export_imod_alignment(out, aligned)
+        if params.aligned_stack_binning is not None:
+            write_aligned_stack(out, aligned, params.aligned_stack_binning)
         translations = [TiltTransform.identity()] * series.n_tilts
         for k, index in enumerate(work.indices):
             tx, ty = shifts_px[k] * px

@@ -61,6 +61,12 @@ class FiducialAlignmentParams(BaseModel):
         True, description="Down-weight outlying points with Tukey's bisquare (-RobustFitting)."
     )
     k_factor_scaling: float = Field(1.0, gt=0, description="Scale of the bisquare cut-off (-KFactorScaling).")
+    aligned_stack_binning: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Also write the interpolated aligned stack <ts>_ali.mrc at this binning.",
+    )
     two_surfaces: bool = Field(
         True, description="Analyse the beads as lying on two surfaces (-SurfacesToAnalyze 2)."
     )
@@ -184,7 +190,7 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
     from tomoforge.io.mrc import read_mrc
     from tomoforge.io.png import write_png
     from tomoforge.models import LandmarkModel, TiltTransform, load_json, save_json
-    from tomoforge.steps._alignment_io import export_imod_alignment
+    from tomoforge.steps._alignment_io import export_imod_alignment, write_aligned_stack
     from tomoforge.steps._artifacts import (
         copy_sidecars,
         link_or_copy,
@@ -251,6 +257,8 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
         write_tilt_series(out, aligned)
         copy_sidecars(source, out, series.ts_id, skip=("_fiducials.json", "_alignment.json"))
         export_imod_alignment(out, aligned)
+        if params.aligned_stack_binning is not None:
+            write_aligned_stack(out, aligned, params.aligned_stack_binning)
 
         positions = fit.positions_xyz_px.double().cpu().numpy()
         residuals = np.full((landmarks.n_beads, series.n_tilts, 2), np.nan)
