@@ -12,19 +12,19 @@ and time. MotionCor2's model is used: for each axis
 CONVENTIONS.md §8 (specimen displacement relative to frame 0, input pixels); the total displacement of a point is
 the global shift plus the local model.
 
-Low-dose tilt movies carry little signal per patch, and the full model then fits the noise of the patch shifts
-(a 2×2 grid is even interpolated exactly). The model is therefore *chosen by leave-one-patch-out cross-validation*
-among nested sub-models — spatial terms {1}, {1, x, y}, {1, x, y, xy} or all six, times ``t … t^d`` with
-``d ≤ 3`` — and among "no local motion": each candidate is fitted without one patch and scored on how well it
-predicts that patch's measured trajectory. The winner must predict held-out patches better than zero local motion
-by a margin (``min_cv_gain``) and on more patches than chance allows (a sign test), otherwise the local model is zero and the correction equals the global one. Patches
-whose trajectories disagree grossly with the fitted model (a wrong correlation peak on an empty or contaminated
-patch) are dropped and the selection repeated, in the spirit of MotionCor2's patch outlier rejection.
+Low-dose tilt movies carry little signal per patch, and the full model then fits the noise of the patch shifts (a
+2×2 grid is even interpolated exactly). The model is therefore *chosen by leave-one-patch-out cross-validation*
+among nested sub-models — spatial terms {1}, {1, x, y}, {1, x, y, xy} or all six, times ``t … t^d`` with ``d ≤ 3``
+— and among "no local motion": each candidate is fitted without one patch (and without the patches that share
+pixels with it, whose errors are correlated with its own) and scored on how well it predicts that patch's measured
+trajectory. The winner must predict held-out patches better than zero local motion by a margin (``min_cv_gain``)
+and on more patches than chance allows (a sign test), otherwise the local model is zero and the correction equals
+the global one. Patches whose trajectories disagree grossly with the fitted model (a wrong correlation peak on an
+empty or contaminated patch) are dropped and the selection repeated, in the spirit of MotionCor2's patch outlier
+rejection.
 
-References
-----------
-Zheng, S. Q. et al. (2017). MotionCor2: anisotropic correction of beam-induced motion for improved cryo-electron
-microscopy. Nat. Methods 14, 331–332. doi:10.1038/nmeth.4193
+References ---------- Zheng, S. Q. et al. (2017). MotionCor2: anisotropic correction of beam-induced motion for
+improved cryo-electron microscopy. Nat. Methods 14, 331–332. doi:10.1038/nmeth.4193
 """
 
 from __future__ import annotations
@@ -190,12 +190,21 @@ def _fit(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.lstsq(design.reshape(-1, design.shape[-1]), target.reshape(-1, 2)).solution
 
 
-def _cv_errors(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(p,)`` leave-one-patch-out squared prediction error of every patch (summed over frames and axes)."""
-    p = design.shape[0]
+def _cv_errors(design: torch.Tensor, target: torch.Tensor, overlapping: torch.Tensor) -> torch.Tensor:
+    """``(p,)`` held-out squared prediction error of every patch (summed over frames and axes).
+
+    Patch ``q`` is predicted by the model fitted without it and without every patch that shares pixels with it
+    (``overlapping[q]``): overlapping patches see the same shot noise, so their shift errors are correlated and
+    would make the model look better than it is. A patch too few others remain for is scored as unpredicted
+    (its error is that of zero local motion).
+    """
+    p, k = design.shape[0], design.shape[-1]
     errors = design.new_empty(p)
     for held_out in range(p):
-        keep = torch.arange(p, device=design.device) != held_out
+        keep = ~overlapping[held_out]
+        if int(keep.sum()) <= k // 2 or int(keep.sum()) * target.shape[1] < k + 1:
+            errors[held_out] = target[held_out].square().sum()
+            continue
         coeff = _fit(design[keep], target[keep])
         errors[held_out] = (design[held_out] @ coeff - target[held_out]).square().sum()
     return errors
@@ -212,12 +221,13 @@ def _select_model(
     time_all: torch.Tensor,
     target: torch.Tensor,
     candidates: list[tuple[tuple[tuple[int, int], ...], int]],
+    overlapping: torch.Tensor,
 ) -> tuple[tuple[tuple[int, int], ...], int, torch.Tensor]:
-    """Candidate with the least total leave-one-patch-out error: ``(exponents, degree, per-patch errors)``."""
+    """Candidate with the least total held-out error: ``(exponents, degree, per-patch errors)``."""
     best: tuple[tuple[tuple[int, int], ...], int, torch.Tensor] | None = None
     for exponents, degree in candidates:
         columns = [exponents_all.index(e) for e in exponents]
-        errors = _cv_errors(_design(space_all[:, columns], time_all[:, :degree]), target)
+        errors = _cv_errors(_design(space_all[:, columns], time_all[:, :degree]), target, overlapping)
         if best is None or float(errors.sum()) < float(best[2].sum()):
             best = (exponents, degree, errors)
     if best is None:
@@ -353,6 +363,9 @@ def estimate_local_motion(
     zero_model = centres.new_zeros((1, 1, 2)), ((0, 0),)
     if n < 2:
         return result(*zero_model, False, 0.0, 0.0)
+    # Patches that share pixels (each patch overlaps itself); left out together in cross-validation.
+    gap = (centres[:, None, :] - centres[None, :, :]).abs()
+    overlapping = (gap[..., 0] < pw) & (gap[..., 1] < ph)
     exponents_all = _SPATIAL_CANDIDATES[-1]
     space_all = _space_basis(centres[:, 0], centres[:, 1], (h, w), exponents_all)  # (p, 6)
     time_all = _time_basis(n, min(3, n - 1), dtype=torch.float64, device=real.device)[1:]  # (n − 1, d)
@@ -362,7 +375,12 @@ def estimate_local_motion(
         if not candidates:
             break
         space_terms, degree, cv_errors = _select_model(
-            space_all[inliers], exponents_all, time_all, target[inliers], candidates
+            space_all[inliers],
+            exponents_all,
+            time_all,
+            target[inliers],
+            candidates,
+            overlapping[inliers][:, inliers],
         )
         columns = [exponents_all.index(e) for e in space_terms]
         design = _design(space_all[:, columns], time_all[:, :degree])
