@@ -23,8 +23,10 @@ the global one. Patches whose trajectories disagree grossly with the fitted mode
 empty or contaminated patch) are dropped and the selection repeated, in the spirit of MotionCor2's patch outlier
 rejection.
 
-References ---------- Zheng, S. Q. et al. (2017). MotionCor2: anisotropic correction of beam-induced motion for
-improved cryo-electron microscopy. Nat. Methods 14, 331–332. doi:10.1038/nmeth.4193
+References
+----------
+Zheng, S. Q. et al. (2017). MotionCor2: anisotropic correction of beam-induced motion for improved cryo-electron
+microscopy. Nat. Methods 14, 331–332. doi:10.1038/nmeth.4193
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ SIDECAR_SUFFIXES = (
     "_coarse.json",
     "_fiducials.json",
     "_alignment.json",
+    "_patch_tracking.json",
 )
 """File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
 

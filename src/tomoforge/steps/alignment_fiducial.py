@@ -296,7 +296,8 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
             ),
         )
         surfaces = None
-        if params.two_surfaces and np.isfinite(positions).all(axis=1).sum() >= 4:
+        patches = (source / f"{series.ts_id}_patch_tracking.json").is_file()
+        if params.two_surfaces and not patches and np.isfinite(positions).all(axis=1).sum() >= 4:
             surfaces = two_surface_analysis(torch.from_numpy(positions))
         record = _record(series, fit, view_index, surfaces, params, start_axis)
         write_text_atomic(out / f"{series.ts_id}_alignment.json", json.dumps(record, indent=1))
