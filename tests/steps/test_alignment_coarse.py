@@ -89,3 +89,53 @@ def test_imod_files_and_summary(run: tuple[Project, RunResult, Path]) -> None:
     summary = spec.summary(coarse.outputs)["TS_01"]
     assert isinstance(summary, dict) and len(summary["peak_correlation"]) == 9
     assert summary["peak_correlation"].count(None) == 1  # the reference view
+
+
+def test_alignment_steps_run_from_the_cli(
+    run: tuple[Project, RunResult, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tutorial's alignment chain from the command line: coarse, then assign it to the same series."""
+    from tomoforge.cli.main import main
+
+    project, coarse, _ = run
+    project.close()  # release the writer's lock: the CLI opens the project itself
+
+    def cli(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    code, out = cli("steps")
+    names = ("alignment.coarse", "alignment.fiducial_model", "alignment.fiducial", "alignment.assign")
+    assert code == 0 and all(name in out for name in names)
+    root = str(project.root)
+    motion_run = coarse.run.id - 1
+    code, out = cli(
+        "run",
+        "alignment.coarse",
+        "-p",
+        root,
+        "--input",
+        f"tilt_series={motion_run}:tilt_series",
+        "--specimen-thickness-nm",
+        "60",
+    )
+    assert code == 0 and "succeeded" in out, out
+    code, out = cli(
+        "run",
+        "alignment.assign",
+        "-p",
+        root,
+        "--input",
+        f"aligned={coarse.run.id}:tilt_series",
+        "--input",
+        f"tilt_series={motion_run}:tilt_series",
+    )
+    assert code == 0 and "succeeded" in out, out
+    code, out = cli("show", str(coarse.run.id), "-p", root)
+    assert code == 0 and "peak correlation" in out, out
