@@ -50,6 +50,7 @@ __all__ = [
     "SIDECAR_SUFFIXES",
     "copy_sidecars",
     "link_or_copy",
+    "pass_through",
     "map_stacks",
     "series_stacks",
     "read_dose_filter_record",
@@ -280,6 +281,27 @@ def link_or_copy(source: Path, target: Path) -> Path:
     except OSError:
         shutil.copyfile(source, target)
     return target
+
+
+def pass_through(
+    source: Path,
+    out: Path,
+    series: TiltSeries,
+    *,
+    update: dict[str, object] | None = None,
+    skip: Sequence[str] = (),
+) -> TiltSeries:
+    """Write ``series`` into ``out`` with its stacks unchanged: the steps that only add metadata use it.
+
+    The stacks are hard-linked (:func:`link_or_copy`), the model is written with the fields in ``update`` changed,
+    and the sidecars of ``source`` are copied except those in ``skip``. Returns the series as written (stack
+    paths in ``out``).
+    """
+    links = {field: link_or_copy(path, out / path.name) for field, path in series_stacks(series).items()}
+    written = series.model_copy(update={**(update or {}), **links})
+    write_tilt_series(out, written)
+    copy_sidecars(source, out, series.ts_id, skip=skip)
+    return written
 
 
 def series_stacks(series: TiltSeries) -> dict[str, Path]:

@@ -69,13 +69,7 @@ def assign_alignment(params: AssignAlignmentParams, inputs: Inputs, ctx: RunCont
     """Copy transforms and refined tilt angles from ``aligned`` onto the tilts of ``tilt_series``."""
     import shutil
 
-    from tomoforge.steps._artifacts import (
-        copy_sidecars,
-        link_or_copy,
-        read_tilt_series,
-        series_stacks,
-        write_tilt_series,
-    )
+    from tomoforge.steps._artifacts import pass_through, read_tilt_series
 
     source_folder, target_folder = inputs.path("aligned"), inputs.path("tilt_series")
     sources = {s.ts_id: s for s in read_tilt_series(source_folder)}
@@ -114,16 +108,12 @@ def assign_alignment(params: AssignAlignmentParams, inputs: Inputs, ctx: RunCont
             )
         matched = sum(t.acquisition_order in by_order for t in target.tilts)
         ctx.logger.info("%s: alignment assigned to %d of %d tilts", target.ts_id, matched, target.n_tilts)
-        links = {field: link_or_copy(path, out / path.name) for field, path in series_stacks(target).items()}
         acquisition = target.acquisition
         if source is not None:
             acquisition = acquisition.model_copy(
                 update={"tilt_axis_angle_deg": source.acquisition.tilt_axis_angle_deg}
             )
-        write_tilt_series(
-            out, target.model_copy(update={"tilts": tilts, "acquisition": acquisition, **links})
-        )
-        copy_sidecars(target_folder, out, target.ts_id)
+        pass_through(target_folder, out, target, update={"tilts": tilts, "acquisition": acquisition})
         if source is not None:
             for suffix in ALIGNMENT_FILES:
                 path = source_folder / f"{target.ts_id}{suffix}"

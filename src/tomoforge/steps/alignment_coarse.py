@@ -130,13 +130,7 @@ def alignment_coarse(params: CoarseAlignmentParams, inputs: Inputs, ctx: RunCont
         working_stack,
         write_aligned_stack,
     )
-    from tomoforge.steps._artifacts import (
-        copy_sidecars,
-        link_or_copy,
-        read_tilt_series,
-        series_stacks,
-        write_tilt_series,
-    )
+    from tomoforge.steps._artifacts import pass_through, read_tilt_series
 
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
@@ -174,10 +168,7 @@ def alignment_coarse(params: CoarseAlignmentParams, inputs: Inputs, ctx: RunCont
         transforms = rigid_transforms(shifts_px, axis, px)
         by_index = dict(zip(work.indices, transforms, strict=True))
         tilts = [t.model_copy(update={"transform": by_index.get(t.index)}) for t in series.tilts]
-        links = {field: link_or_copy(path, out / path.name) for field, path in series_stacks(series).items()}
-        aligned = series.model_copy(update={"tilts": tilts, **links})
-        write_tilt_series(out, aligned)
-        copy_sidecars(source, out, series.ts_id)
+        aligned = pass_through(source, out, series, update={"tilts": tilts})
         export_imod_alignment(out, aligned)
         if params.aligned_stack_binning is not None:
             write_aligned_stack(out, aligned, params.aligned_stack_binning)

@@ -191,13 +191,7 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
     from tomoforge.io.png import write_png
     from tomoforge.models import LandmarkModel, TiltTransform, load_json, save_json
     from tomoforge.steps._alignment_io import export_imod_alignment, write_aligned_stack
-    from tomoforge.steps._artifacts import (
-        copy_sidecars,
-        link_or_copy,
-        read_tilt_series,
-        series_stacks,
-        write_tilt_series,
-    )
+    from tomoforge.steps._artifacts import pass_through, read_tilt_series
     from tomoforge.steps._plots import COLOURS, draw_circle, to_rgb
 
     source = inputs.path("tilt_series")
@@ -252,10 +246,9 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
             else t
             for t in series.tilts
         ]
-        links = {field: link_or_copy(path, out / path.name) for field, path in series_stacks(series).items()}
-        aligned = series.model_copy(update={"tilts": tilts, **links})
-        write_tilt_series(out, aligned)
-        copy_sidecars(source, out, series.ts_id, skip=("_fiducials.json", "_alignment.json"))
+        aligned = pass_through(
+            source, out, series, update={"tilts": tilts}, skip=("_fiducials.json", "_alignment.json")
+        )
         export_imod_alignment(out, aligned)
         if params.aligned_stack_binning is not None:
             write_aligned_stack(out, aligned, params.aligned_stack_binning)

@@ -106,13 +106,7 @@ def alignment_fiducial_model(params: FiducialModelParams, inputs: Inputs, ctx: R
     from tomoforge.io.png import write_png
     from tomoforge.models import LandmarkModel, save_json
     from tomoforge.steps._alignment_io import working_stack
-    from tomoforge.steps._artifacts import (
-        copy_sidecars,
-        link_or_copy,
-        read_tilt_series,
-        series_stacks,
-        write_tilt_series,
-    )
+    from tomoforge.steps._artifacts import pass_through, read_tilt_series
     from tomoforge.steps._plots import COLOURS, draw_circle, to_rgb
 
     source = inputs.path("tilt_series")
@@ -177,9 +171,7 @@ def alignment_fiducial_model(params: FiducialModelParams, inputs: Inputs, ctx: R
             pixel_size_angstrom=series.pixel_size_angstrom,
             bead_diameter_angstrom=params.bead_diameter_nm * 10.0,
         )
-        links = {field: link_or_copy(path, out / path.name) for field, path in series_stacks(series).items()}
-        write_tilt_series(out, series.model_copy(update=links))
-        copy_sidecars(source, out, series.ts_id, skip=("_fiducials.json", "_alignment.json"))
+        pass_through(source, out, series, skip=("_fiducials.json", "_alignment.json"))
         save_json(model, out / f"{series.ts_id}_fiducials.json")
         write_imod_model(landmarks_to_imod_model(model, (shape[1], shape[0])), out / f"{series.ts_id}.fid")
         k0 = int(np.argmin(np.abs(angles)))
