@@ -130,10 +130,16 @@ def estimate_global_motion(
         raise ValueError(f"max_shift_px {max_shift_px} is smaller than one aligned pixel ({binning} px)")
     gain = (n - 1) / n
     for _ in range(max_iterations):
-        aligned = spectra * shift_phase_ramp_2d(-shifts / binning, (m_h, m_w))
-        reference = aligned.sum(dim=-3, keepdim=True) - aligned
-        cc = torch.fft.irfftn(aligned * reference.conj(), s=(m_h, m_w), dim=(-2, -1))
-        residual = find_peak_2d(cc, max_shift_px=max_lag) * binning
+        # The sum is built frame by frame and each frame's correlation with the others is computed on its own, so
+        # the working memory is the spectra plus a few single-frame maps (not several movie-sized tensors).
+        total = torch.zeros_like(spectra[..., 0, :, :])
+        for i in range(n):
+            total += spectra[..., i, :, :] * shift_phase_ramp_2d(-shifts[..., i, :] / binning, (m_h, m_w))
+        residual = torch.empty_like(shifts)
+        for i in range(n):
+            aligned = spectra[..., i, :, :] * shift_phase_ramp_2d(-shifts[..., i, :] / binning, (m_h, m_w))
+            cc = torch.fft.irfftn(aligned * (total - aligned).conj(), s=(m_h, m_w), dim=(-2, -1))
+            residual[..., i, :] = find_peak_2d(cc, max_shift_px=max_lag) * binning
         step = gain * residual
         shifts = shifts + step
         if float(step.abs().max()) <= tolerance_px:
