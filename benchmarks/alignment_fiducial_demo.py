@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--axis-offset-deg", type=float, default=0.0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--patches", action="store_true", help="patch tracking instead of the bead model")
     args = parser.parse_args()
 
     from tomoforge.simulate.scoring.alignment import score_alignment
@@ -98,8 +99,10 @@ def main() -> None:
         )
     corrected = timed("motion.correct", {}, {"movies": RunOutput(imported.run.id, "movies")})
     coarse = timed("alignment.coarse", {}, {"tilt_series": RunOutput(corrected.run.id, "tilt_series")})
-    model = timed("alignment.fiducial_model", {}, {"tilt_series": RunOutput(coarse.run.id, "tilt_series")})
-    fiducial = timed("alignment.fiducial", {}, {"tilt_series": RunOutput(model.run.id, "tilt_series")})
+    landmarks = "alignment.patch_tracking" if args.patches else "alignment.fiducial_model"
+    model = timed(landmarks, {}, {"tilt_series": RunOutput(coarse.run.id, "tilt_series")})
+    fit = {"rotation": "one", "tilt": "fixed"} if args.patches else {}
+    fiducial = timed("alignment.fiducial", fit, {"tilt_series": RunOutput(model.run.id, "tilt_series")})
 
     truth = args.dataset / "truth"
     truth_axis = None
@@ -131,11 +134,10 @@ def main() -> None:
             report[label]["max_tilt_error_deg"] = max(  # type: ignore[index]
                 abs(v.tilt_angle_error_deg) for v in score.views if v.tilt_angle_error_deg is not None
             )
-    report["tracking"] = _tracking_coverage(truth, model.outputs["tilt_series"].path, movies.ts_id)
+    if not args.patches:
+        report["tracking"] = _tracking_coverage(truth, model.outputs["tilt_series"].path, movies.ts_id)
     fid = json.loads((fiducial.outputs["tilt_series"].path / f"{movies.ts_id}_alignment.json").read_text())
-    model_summary = project.store.summary(model.run.id)[movies.ts_id]
-    report["beads"] = model_summary["beads"]
-    report["beads_in_80pct_of_views"] = model_summary["beads_in_80pct_of_views"]
+    report["landmarks"] = project.store.summary(model.run.id)[movies.ts_id]
     report["mean_residual_nm"] = fid["mean_residual_nm"]
     report["solved_axis_deg"] = fid["tilt_axis_deg_mean"]
     report["true_axis_deg"] = truth_axis
