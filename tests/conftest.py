@@ -1,11 +1,11 @@
-"""Shared fixtures: the toy step module and temporary projects."""
+"""Shared fixtures: the toy step module, temporary projects and the CLI called in this process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,3 +74,38 @@ def toy_project(tmp_path: Path, toy: ToyEnv) -> Iterator[Project]:
 
     with Project.init(tmp_path / "proj", app_version="test") as opened:
         yield opened
+
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+def invoke_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """Call ``main(ARGS)`` in this process; returns (exit code, stdout, stderr) of this call alone."""
+    from tomoforge.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli_columns() -> int:
+    """Terminal width the CLI formats for (override in a module for wider tables)."""
+    return 200
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cli_columns: int) -> Invoke:
+    """Call the CLI in this process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", str(cli_columns))
+    monkeypatch.delenv("TOMOFORGE_DEBUG", raising=False)
+
+    def invoke(*args: str | Path) -> tuple[int, str, str]:
+        return invoke_cli(capsys, *args)
+
+    return invoke

@@ -11,7 +11,6 @@ best rigid fit, as the simulator's alignment score does).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import cache
 
 import pytest
@@ -27,15 +26,6 @@ SIZE = 384
 AXIS_DEG = 85.3
 TILTS = torch.arange(-60.0, 60.1, 3.0, dtype=torch.float64)  # 41 views
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Small batched FFTs: one intra-op thread is faster and steadier on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,30 +93,22 @@ def test_imod_files_and_summary(run: tuple[Project, RunResult, Path]) -> None:
 
 
 def test_alignment_steps_run_from_the_cli(
-    run: tuple[Project, RunResult, Path], capsys: pytest.CaptureFixture[str]
+    run: tuple[Project, RunResult, Path], cli: Callable[..., tuple[int, str, str]]
 ) -> None:
     """The tutorial's alignment chain from the command line: coarse, then assign it to the same series."""
-    from tomoforge.cli.main import main
-
     project, coarse, _ = run
     project.close()  # release the writer's lock: the CLI opens the project itself
 
-    def cli(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
+    def run_cli(*args: str) -> tuple[int, str]:
+        code, out, err = cli(*args)
         return code, out + err
 
-    code, out = cli("steps")
+    code, out = run_cli("steps")
     names = ("alignment.coarse", "alignment.fiducial_model", "alignment.fiducial", "alignment.assign")
     assert code == 0 and all(name in out for name in names)
     root = str(project.root)
     motion_run = coarse.run.id - 1
-    code, out = cli(
+    code, out = run_cli(
         "run",
         "alignment.coarse",
         "-p",
@@ -126,7 +119,7 @@ def test_alignment_steps_run_from_the_cli(
         "60",
     )
     assert code == 0 and "succeeded" in out, out
-    code, out = cli(
+    code, out = run_cli(
         "run",
         "alignment.assign",
         "-p",
@@ -137,5 +130,5 @@ def test_alignment_steps_run_from_the_cli(
         f"tilt_series={motion_run}:tilt_series",
     )
     assert code == 0 and "succeeded" in out, out
-    code, out = cli("show", str(coarse.run.id), "-p", root)
+    code, out = run_cli("show", str(coarse.run.id), "-p", root)
     assert code == 0 and "peak correlation" in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -275,27 +276,19 @@ def test_corrupt_movie_is_named(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_cli_lists_and_runs_the_steps(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dataset: Path, tmp_path: Path, cli: Callable[..., tuple[int, str, str]]
 ) -> None:
-    from tomoforge.cli.main import main
-
-    def cli(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
+    def run_cli(*args: str) -> tuple[int, str]:
+        code, out, err = cli(*args)
         return code, out + err
 
-    code, out = cli("steps")
+    code, out = run_cli("steps")
     assert code == 0 and all(name in out for name in STEPS)
     root = str(tmp_path / "p")
-    assert cli("project", "init", root)[0] == 0
-    code, out = cli("run", "import.movies", "-p", root, "--input", f"movies={dataset / 'frames'}")
+    assert run_cli("project", "init", root)[0] == 0
+    code, out = run_cli("run", "import.movies", "-p", root, "--input", f"movies={dataset / 'frames'}")
     assert code == 0, out
-    code, out = cli("run", "motion.correct", "-p", root, "--input", "movies=2:movies", "--binning", "2")
+    code, out = run_cli("run", "motion.correct", "-p", root, "--input", "movies=2:movies", "--binning", "2")
     assert code == 0, out
 
 

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from tomoforge.alignment.coarse import _nice_size, imod_filter
+from tomoforge.alignment.coarse import _checked_tilts, _nice_size, imod_filter
 from tomoforge.geometry import rotation_2d
 from tomoforge.motion import find_peak_2d
 
@@ -356,16 +356,8 @@ def _checked_inputs(
     coarse_xf: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate; return the tilt angles (float64, CPU) and the ``(n, 2, 3)`` transforms (float64, CPU)."""
-    if stack.dim() != 3:
-        raise ValueError(f"stack must have shape (n, h, w), got {tuple(stack.shape)}")
+    tilts = _checked_tilts(stack, tilt_angles_deg, True)  # patches are always cosine-stretched
     n = stack.shape[0]
-    if n < 2:
-        raise ValueError("a tilt series needs at least 2 views")
-    tilts = torch.as_tensor(tilt_angles_deg, dtype=torch.float64).to("cpu").reshape(-1)
-    if tilts.numel() != n:
-        raise ValueError(f"got {tilts.numel()} tilt angles for {n} views")
-    if not bool(torch.isfinite(tilts).all()) or float(tilts.abs().max()) >= 89.0:
-        raise ValueError("tilt angles must be finite and within ±89°")
     if not math.isfinite(tilt_axis_deg):
         raise ValueError(f"tilt_axis_deg must be finite, got {tilt_axis_deg}")
     if coarse_xf is None:
