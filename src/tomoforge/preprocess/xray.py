@@ -210,6 +210,8 @@ def find_xrays(
     edge_exclusion_px: int = 4,
     max_pixels_in_diff_patch: int = 2,
     include_dark: bool = True,
+    border_px: int = 2,
+    polynomial_order: int = 2,
 ) -> tuple[torch.Tensor, list[XrayObject]]:
     """Find X-rays and dead pixels (bright and dark outliers) in images, as IMOD ``ccderaser -FindPeaks`` does.
 
@@ -256,6 +258,9 @@ def find_xrays(
     include_dark
         Also find dark outliers (``ccderaser`` always does; ``False`` restricts every test to bright peaks, which
         ``ccderaser`` has no option for).
+    border_px, polynomial_order
+        Replacement settings (as :func:`erase_xrays`) used when the peaks found are erased before the difference
+        test; pass the values the image will be erased with.
 
     Returns
     -------
@@ -360,7 +365,11 @@ def find_xrays(
     # with the peaks found so far replaced (ccderaser recomputes the differences after each replacement), so
     # that the neighbours of an erased peak do not look like outliers of the other polarity
     already = mask_pad[:, pad : pad + h, pad : pad + w]
-    y = erase_xrays(x, already) if bool(already.any()) else x
+    y = (
+        erase_xrays(x, already, border_px=border_px, polynomial_order=polynomial_order)
+        if bool(already.any())
+        else x
+    )
     neighbour_mean = (
         9.0 * F.avg_pool2d(F.pad(y[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1) - y[:, None]
     )[:, 0] / 8.0

@@ -91,7 +91,7 @@ class XrayEraseParams(BaseModel):
 
     def find_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`tomoforge.preprocess.find_xrays`."""
-        return self.model_dump(exclude={"border_px", "polynomial_order"})
+        return self.model_dump()
 
 
 def read_xray_table(path: Path) -> list[dict[str, float]]:
@@ -145,7 +145,7 @@ def _methods(params: XrayEraseParams) -> str:
 
 @step(
     name="xray.erase",
-    version="2",
+    version="3",
     inputs={"tilt_series": InputSpec(kind="tilt_series", description="The tilt series to clean.")},
     outputs={"tilt_series": "tilt_series"},
     summary=_summary,
