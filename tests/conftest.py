@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy
 import pytest
 
 if TYPE_CHECKING:
@@ -109,3 +112,29 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cli
         return invoke_cli(capsys, *args)
 
     return invoke
+
+
+def decode_png(data: bytes) -> tuple[int, Any]:
+    """Colour type and rows (top row first, as stored) of a PNG written with filter 0."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = body
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert depth == 8
+    channels = 3 if colour == 2 else 1
+    raw = numpy.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=numpy.uint8).reshape(height, -1)
+    assert (raw[:, 0] == 0).all()
+    return colour, raw[:, 1:].reshape(height, width, channels).squeeze(-1 if channels == 1 else ())
+
+
+@pytest.fixture
+def png_decode() -> Callable[[bytes], tuple[int, Any]]:
+    """Decode a PNG written with filter 0: ``(colour type, rows top row first)``."""
+    return decode_png

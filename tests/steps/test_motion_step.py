@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,15 @@ def test_local_motion_sidecar_survives_later_steps(project: Project, movies: Run
     assert (Path(dosed.outputs["tilt_series"].path) / "TS_01_local_motion.json").is_file()
 
 
-def test_trajectory_picture_has_one_panel_per_tilt(global_only: RunResult) -> None:
-    import struct
-
+def test_trajectory_picture_has_one_panel_per_tilt(
+    global_only: RunResult, png_decode: Callable[[bytes], tuple[int, np.ndarray]]
+) -> None:
+    """Nine panels in a row; every trajectory starts at its panel's centre (frame 0 is at rest by convention)."""
     path = global_only.outputs["tilt_series"].path / "TS_01_motion.png"
-    data = path.read_bytes()
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (9 * 96, 96)  # nine tilts on one row of ten columns
+    colour, rows = png_decode(path.read_bytes())
+    assert colour == 2 and rows.shape == (96, 9 * 96, 3)
+    green = np.all(rows == (60, 220, 60), axis=-1)
+    for k in range(9):
+        ys, xs = np.nonzero(green[:, k * 96 : (k + 1) * 96])
+        assert len(xs) > 0
+        assert abs(xs.mean() - 48) < 1.0 and abs(ys.mean() - 48) < 1.5, (k, xs.mean(), ys.mean())

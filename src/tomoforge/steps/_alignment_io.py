@@ -110,23 +110,14 @@ def rigid_transforms(
 
     CONVENTIONS.md §6: the aligned image has the axis vertical, so ``α = atan2(A12, A11)`` recovers the axis.
     """
-    shifts = np.asarray(shifts_xy_px, dtype=np.float64).reshape(-1, 2)
+    shifts = np.asarray(shifts_xy_px, dtype=np.float64).reshape(-1, 2) * pixel_size_angstrom
     axis = np.broadcast_to(np.asarray(tilt_axis_deg, dtype=np.float64), (len(shifts),))
-    out = []
-    for (tx, ty), alpha in zip(shifts, axis, strict=True):
-        c, s = math.cos(math.radians(-alpha)), math.sin(math.radians(-alpha))
-        dx, dy = c * tx - s * ty, s * tx + c * ty
-        out.append(
-            TiltTransform(
-                a11=c,
-                a12=-s,
-                a21=s,
-                a22=c,
-                dx_angstrom=dx * pixel_size_angstrom,
-                dy_angstrom=dy * pixel_size_angstrom,
-            )
+    return [
+        TiltTransform(dx_angstrom=float(tx), dy_angstrom=float(ty)).compose(
+            TiltTransform.from_rotation(-float(a))
         )
-    return out
+        for (tx, ty), a in zip(shifts, axis, strict=True)
+    ]
 
 
 def export_imod_alignment(folder: Path, series: TiltSeries) -> None:

@@ -145,7 +145,7 @@ def _record(
     record: dict[str, Any] = {
         "ts_id": series.ts_id,
         "pixel_size_angstrom": series.pixel_size_angstrom,
-        "beads": int(fit.beads_used.sum()) if hasattr(fit.beads_used, "sum") else int(fit.beads_used),
+        "beads": int(fit.beads_used.sum()),
         "mean_residual_nm": round(float(fit.mean_residual_px) * nm, 4),
         "weighted_mean_residual_nm": round(float(fit.weighted_mean_residual_px) * nm, 4),
         "tilt_axis_deg_start": start_axis,
@@ -185,6 +185,7 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
 
     from tomoforge.alignment.bundle import fiducial_align
     from tomoforge.alignment.surfaces import two_surface_analysis
+    from tomoforge.geometry import project_points
     from tomoforge.io._atomic import write_text_atomic
     from tomoforge.io.imod.model import landmarks_to_imod_model, write_imod_model
     from tomoforge.io.mrc import read_mrc
@@ -267,13 +268,12 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
             mean_residual_px=float(fit.mean_residual_px),
         )
         save_json(refined, out / f"{series.ts_id}_fiducials.json")
+        # Where every bead projects with the solved geometry (pixels from the image centre → 0-based pixels).
         projected = np.full_like(residuals, np.nan)
-        projected[:, view_index] = points - fit.residuals_xy_px.double().cpu().numpy()
-        matrices = fit.projection_matrices().double().cpu().numpy()  # (m, 3, 4)
-        centre = np.array([w // 2, h // 2], dtype=np.float64)
-        full = np.concatenate([positions, np.ones((len(positions), 1))], axis=1)
-        for k, index in enumerate(view_index):
-            projected[:, index] = np.einsum("ij,bj->bi", matrices[k, :2], full) + centre
+        image_xy = project_points(fit.positions_xyz_px, fit.projection_matrices())[..., :2]  # (m, b, 2)
+        projected[:, view_index] = image_xy.transpose(0, 1).double().cpu().numpy() + np.array(
+            [w // 2, h // 2]
+        )
         gap_free = LandmarkModel.from_array(
             np.where(np.isfinite(landmarks.to_array()), landmarks.to_array(), projected),
             ts_id=series.ts_id,
