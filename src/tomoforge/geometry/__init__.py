@@ -22,6 +22,7 @@ from tomoforge.geometry.euler import (
     scipion_matrix_from_relion,
 )
 from tomoforge.geometry.projection import (
+    plane_depth_px,
     point_defocus_angstrom,
     project_points,
     projection_matrices,
@@ -39,6 +40,7 @@ __all__ = [
     "matrix_to_relion_euler",
     "point_defocus_angstrom",
     "project_points",
+    "plane_depth_px",
     "projection_matrices",
     "projection_matrices_from_xf",
     "relion_centre",

@@ -123,6 +123,42 @@ def project_points(points_xyz_px: torch.Tensor, matrices: torch.Tensor) -> torch
     return p @ m[..., :3].transpose(-1, -2) + m[..., 3].unsqueeze(-2)
 
 
+def plane_depth_px(image_xy_px: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Depth of the specimen mid-plane (``z = 0`` of the tomogram) under given image positions.
+
+    The plane's points ``X = (x, y, 0)`` project to ``(x', y') = R[:2, :2]·(x, y) + s`` and
+    ``depth = R[2, :2]·(x, y)`` (:func:`project_points`), so the point under an image position ``p`` is
+    ``(x, y) = R[:2, :2]⁻¹·(p − s)``. Used to give every tile or strip of a tilted image its defocus
+    (:func:`point_defocus_angstrom`).
+
+    Parameters
+    ----------
+    image_xy_px
+        ``(..., n, 2)`` image positions in pixels from the image centre.
+    matrices
+        ``(..., 3, 4)`` from :func:`projection_matrices` (leading dimensions broadcast as in :func:`project_points`).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., n)`` depth in pixels (positive towards the source).
+
+    Raises
+    ------
+    ValueError
+        If a view looks at the plane edge-on (tilt of 90°), where the depth is undefined.
+    """
+    m = as_float_tensor(matrices).to(torch.float64)
+    p = as_float_tensor(image_xy_px, like=m).to(torch.float64)
+    lateral = m[..., :2, :2]
+    if bool((torch.linalg.det(lateral).abs() < 1e-9).any()):
+        raise ValueError("the specimen plane is seen edge-on in a view (tilt of 90°): its depth is undefined")
+    relative = p - m[..., :2, 3].unsqueeze(-2)
+    plane_xy = torch.linalg.solve(lateral.unsqueeze(-3), relative.unsqueeze(-1)).squeeze(-1)
+    depth = (plane_xy * m[..., 2, :2].unsqueeze(-2)).sum(-1)
+    return depth.to(as_float_tensor(image_xy_px).dtype if image_xy_px.is_floating_point() else torch.float32)
+
+
 def point_defocus_angstrom(
     view_defocus_angstrom: torch.Tensor | float,
     depth_px: torch.Tensor,

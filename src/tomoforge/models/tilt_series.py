@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
@@ -182,6 +182,11 @@ class TiltSeries(MutableModel):
     )
     odd_stack_file: Path | None = Field(
         default=None, description="Stack made from the odd-numbered frames only."
+    )
+    defocus_handedness: Literal[1, -1] | None = Field(
+        default=None,
+        description="Sign h in Δf(point) = Δf_view − h·depth·pixel size (CONVENTIONS.md §8), as measured from the "
+        "defocus gradient across tilted images by the CTF step; None until measured (+1 is then assumed).",
     )
 
     @model_validator(mode="after")

@@ -74,6 +74,8 @@ SIDECAR_SUFFIXES = (
     "_fiducials.json",
     "_alignment.json",
     "_patch_tracking.json",
+    "_exclusions.json",
+    "_ctf.json",
 )
 """File endings (after ``<ts>``) of the per-series sidecars a ``tilt_series`` folder may hold."""
 
