@@ -208,6 +208,7 @@ def estimate_ctf(
     group_width_angstrom: float = 100.0,
     fit_resolution_threshold: float = 0.3,
     specimen_thickness_angstrom: float = 0.0,
+    gradient_start: float = 1.0,
 ) -> CtfFit:
     """Estimate the CTF of one image, tilt-aware (see the module docstring for the method).
 
@@ -242,6 +243,9 @@ def estimate_ctf(
         Tiles whose geometric defocus offsets differ by less than this share one spectrum.
     fit_resolution_threshold
         Local correlation below which the rings are no longer considered fitted.
+    gradient_start
+        Scale of the geometric gradient assumed by the 1D search and the start of its fit; 0 with
+        ``fit_gradient`` measures the gradient without presuming its sign (the handedness test).
     specimen_thickness_angstrom
         Thickness of the specimen slab (e.g. from the alignment); its defocus spread along the beam (thickness /
         cos tilt) damps the rings and is modelled; 0 to ignore.
@@ -316,10 +320,12 @@ def estimate_ctf(
     basis_b = _polynomial_basis(x_ring, _BACKGROUND_DEGREE)
     basis_e = _polynomial_basis(x_ring, _ENVELOPE_DEGREE)
     band_profiles = profiles[:, band]
-    ring_damping = _ring_modulation(optics, k_ring.square(), spread_x, spread_y, thickness)
+    ring_damping = _ring_modulation(
+        optics, k_ring.square(), abs(gradient_start) * spread_x, abs(gradient_start) * spread_y, thickness
+    )
 
     def search(defoci: torch.Tensor, phases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d = defoci[:, None, None] + group_offset[None, :, None]  # (c, g, 1)
+        d = defoci[:, None, None] + gradient_start * group_offset[None, :, None]  # (c, g, 1)
         chi = _chi(optics, k_ring.square()[None, None, :], d, phases[:, None, None])
         ctf2 = 0.5 - 0.5 * torch.cos(2.0 * chi) * ring_damping
         explained, coefficients = _least_squares_score(band_profiles, basis_b, ctf2, basis_e)
@@ -373,7 +379,7 @@ def estimate_ctf(
     def unpack(theta: torch.Tensor) -> tuple[torch.Tensor, ...]:
         v = theta * scale
         phase = v[3] if fit_phase_shift else torch.tensor(p0, dtype=f64, device=device)
-        gradient = v[4] if use_gradient else torch.tensor(1.0, dtype=f64, device=device)
+        gradient = v[4] if use_gradient else torch.tensor(gradient_start, dtype=f64, device=device)
         return v[0], v[1], v[2], phase, gradient
 
     def correlation(theta: torch.Tensor) -> torch.Tensor:
@@ -418,7 +424,7 @@ def estimate_ctf(
     starts = [(0.0, 0.0), (half, 0.0), (0.0, half), (-half, 0.0), (0.0, -half)]
     candidates = []
     for a_c, a_s in starts:
-        theta0 = torch.tensor([d0 / 1000.0, a_c, a_s, p0, 1.0], dtype=f64, device=device)
+        theta0 = torch.tensor([d0 / 1000.0, a_c, a_s, p0, gradient_start], dtype=f64, device=device)
         candidates.append(refine(theta0, 15))
     theta, _ = refine(min(candidates, key=lambda c: c[1])[0], 60)
     with torch.no_grad():
