@@ -256,6 +256,24 @@ def estimate_ctf(
     """
     if handedness not in (1, -1):
         raise ValueError(f"handedness must be +1 or -1, got {handedness}")
+    if pixel_size_angstrom <= 0 or voltage_kv <= 0 or spherical_aberration_mm < 0:
+        raise ValueError(
+            "pixel_size_angstrom and voltage_kv must be positive and spherical_aberration_mm >= 0"
+        )
+    if not 0.0 <= amplitude_contrast < 1.0:
+        raise ValueError(f"amplitude_contrast must lie in [0, 1), got {amplitude_contrast}")
+    if max_resolution_angstrom <= 0:
+        raise ValueError(f"max_resolution_angstrom must be positive, got {max_resolution_angstrom}")
+    if fit_phase_shift and not (
+        phase_shift_range_deg[2] > 0 and phase_shift_range_deg[0] <= phase_shift_range_deg[1]
+    ):
+        raise ValueError("phase_shift_range_deg must be (min, max, step) with min <= max and step > 0")
+    if projection_matrix is not None and tuple(projection_matrix.shape) != (3, 4):
+        raise ValueError(f"projection_matrix must be (3, 4), got {tuple(projection_matrix.shape)}")
+    if fit_gradient and projection_matrix is None:
+        raise ValueError("fit_gradient needs the view's projection_matrix (the gradient it scales)")
+    if not 0.0 < fit_resolution_threshold < 1.0:
+        raise ValueError(f"fit_resolution_threshold must lie in (0, 1), got {fit_resolution_threshold}")
     if not 0 < defocus_min_angstrom <= defocus_max_angstrom or defocus_step_angstrom <= 0:
         raise ValueError("the defocus search needs 0 < min <= max and a positive step")
     if min_resolution_angstrom <= max_resolution_angstrom:
