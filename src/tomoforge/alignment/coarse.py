@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from tomoforge.alignment.transform import transform_images
-from tomoforge.fourier import fourier_bin_2d
+from tomoforge.fourier import fast_fft_size, fourier_bin_2d
 from tomoforge.geometry import rotation_2d
 from tomoforge.motion import find_peak_2d
 
@@ -126,19 +126,6 @@ def imod_filter(
         above = torch.exp(-((r - radius2) ** 2) / (2.0 * sigma2 * sigma2))
         out = out * torch.where(r < radius1, below, torch.where(r > radius2, above, torch.ones_like(r)))
     return out
-
-
-def _nice_size(n: int) -> int:
-    """Smallest even size ≥ ``n`` whose prime factors are all ≤ 7 (fast FFTs)."""
-    m = max(2, n + (n % 2))
-    while True:
-        k = m
-        for p in (2, 3, 5, 7):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 2
 
 
 def _working_region(size: int, trim: int, binning: int) -> tuple[int, int]:
@@ -415,8 +402,8 @@ def coarse_align(
         work = _erase_outliers(work, erase_outliers_sd)
     device, dtype = work.device, work.dtype
     padded_yx = (
-        _nice_size(-(-(binning * m_h + 2 * pad_yx[0]) // binning)),
-        _nice_size(-(-(binning * m_w + 2 * pad_yx[1]) // binning)),
+        fast_fft_size(-(-(binning * m_h + 2 * pad_yx[0]) // binning)),
+        fast_fft_size(-(-(binning * m_w + 2 * pad_yx[1]) // binning)),
     )
     correlator = _Correlator(
         (m_h, m_w),

@@ -52,7 +52,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from tomoforge.alignment.coarse import _checked_tilts, _nice_size, imod_filter
+from tomoforge.alignment.coarse import _checked_tilts, imod_filter
+from tomoforge.fourier import fast_fft_size
 from tomoforge.geometry import rotation_2d
 from tomoforge.motion import find_peak_2d
 
@@ -139,7 +140,7 @@ class _PatchCorrelator:
     ) -> None:
         self.size = size_yx
         pad = [math.ceil(max_shift_px / 2) + 2 for _ in size_yx]  # linear correlation up to 2·pad lags
-        self.padded = (_nice_size(size_yx[0] + 2 * pad[0]), _nice_size(size_yx[1] + 2 * pad[1]))
+        self.padded = (fast_fft_size(size_yx[0] + 2 * pad[0]), fast_fft_size(size_yx[1] + 2 * pad[1]))
         self.offset = ((self.padded[0] - size_yx[0]) // 2, (self.padded[1] - size_yx[1]) // 2)
         self.window = _taper_window(size_yx, dtype=dtype, device=device)
         fy = torch.fft.fftfreq(self.padded[0], dtype=dtype, device=device)

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from tomoforge.ctf.ctf2d import ctf_2d, electron_wavelength_angstrom
+from tomoforge.fourier import fast_fft_size
 from tomoforge.geometry.projection import plane_depth_px, projection_matrices
 
 __all__ = ["StripLayout", "correction_filter", "phase_flip_tilted", "strip_layout"]
@@ -236,19 +237,6 @@ def correction_filter(
     raise ValueError(f"mode must be 'flip' or 'wiener', got {mode!r}")
 
 
-def _fast_size(n: int) -> int:
-    """Smallest even size ≥ ``n`` whose prime factors are all ≤ 7."""
-    m = max(2, n + (n % 2))
-    while True:
-        k = m
-        for p in (2, 3, 5, 7):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 2
-
-
 def _delocalisation_px(
     defocus_angstrom: float, pixel_size_angstrom: float, voltage_kv: float, spherical_aberration_mm: float
 ) -> float:
@@ -370,8 +358,8 @@ def phase_flip_tilted(
     rows = torch.arange(-margin, h + margin, device=device)
     row_weights = _taper(h + 2 * margin, margin, margin + h, margin, dtype=dtype, device=device)
     ranges = [layout.column_weights(k, dtype=dtype, device=device) for k in range(layout.n_strips)]
-    fft_h = _fast_size(h + 2 * margin)
-    fft_w = _fast_size(max(stop - start for start, stop, _ in ranges) + 2 * margin)
+    fft_h = fast_fft_size(h + 2 * margin)
+    fft_w = fast_fft_size(max(stop - start for start, stop, _ in ranges) + 2 * margin)
 
     out = torch.zeros_like(real)
     for (start, stop, weights), offset in zip(ranges, offsets, strict=True):

@@ -47,6 +47,7 @@ import torch
 
 from tomoforge.ctf.ctf2d import electron_wavelength_angstrom
 from tomoforge.ctf.spectra import radial_bins, tile_amplitude_spectra
+from tomoforge.fourier import fftfreq_grid
 from tomoforge.geometry.projection import plane_depth_px
 
 __all__ = ["CtfFit", "estimate_ctf"]
@@ -54,6 +55,7 @@ __all__ = ["CtfFit", "estimate_ctf"]
 _BACKGROUND_DEGREE = 4
 _ENVELOPE_DEGREE = 2
 _ASTIGMATISM_PENALTY = 0.005
+_TILE_TAPER_FRACTION = 0.1
 
 
 class CtfFit(NamedTuple):
@@ -296,7 +298,9 @@ def estimate_ctf(
     )
 
     # --- tiles and their defocus groups ---------------------------------------------------------------------
-    spectra, centres = tile_amplitude_spectra(image, tile_size_px=t, overlap=tile_overlap)
+    spectra, centres = tile_amplitude_spectra(
+        image, tile_size_px=t, overlap=tile_overlap, taper_fraction=_TILE_TAPER_FRACTION
+    )
     spectra = spectra.to(f64)
     centres = centres.to(device)
     if projection_matrix is None:
@@ -307,11 +311,13 @@ def estimate_ctf(
         matrix = projection_matrix.to(device=device, dtype=f64)
         depth = plane_depth_px(centres, matrix)
         offsets = -handedness * depth.to(f64) * px
-        # The mid-plane's depth is linear in the image position: its gradient gives the spread over a tile.
+        # The mid-plane's depth is linear in the image position: its gradient gives the spread over a tile
+        # (the part of the tile the taper leaves at full weight plus half its ramps).
         probe = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=f64, device=device)
         d = plane_depth_px(probe, matrix)
-        spread_x = float((d[1] - d[0]).abs()) * px * t
-        spread_y = float((d[2] - d[0]).abs()) * px * t
+        width = t * (1.0 - _TILE_TAPER_FRACTION)
+        spread_x = float((d[1] - d[0]).abs()) * px * width
+        spread_y = float((d[2] - d[0]).abs()) * px * width
         normal_z = float(matrix[2, 2].abs())
         thickness = float(specimen_thickness_angstrom) / max(normal_z, 0.05)
     groups, group_offset = _group_tiles(offsets, group_width_angstrom)
@@ -373,9 +379,8 @@ def estimate_ctf(
     coeff = coefficients[best]  # (g, p)
 
     # --- 2D refinement ---------------------------------------------------------------------------------------
-    freq_y = torch.fft.fftfreq(t, d=px, device=device, dtype=f64)
-    freq_x = torch.fft.rfftfreq(t, d=px, device=device, dtype=f64)
-    ky, kx = torch.meshgrid(freq_y, freq_x, indexing="ij")
+    freq = fftfreq_grid((t, t), spacing_angstrom=px, rfft=True, device=device, dtype=f64)
+    ky, kx = freq[..., 0], freq[..., 1]
     k2_grid = kx.square() + ky.square()
     in_band = (k2_grid >= k_low**2) & (k2_grid <= k_high**2)
     k2 = k2_grid[in_band]
@@ -484,7 +489,7 @@ def estimate_ctf(
             fit_k = float(profile_k[max(stop - 1, 0)])
         else:
             fit_k = float(profile_k[-1])
-        display = _display(group_spectra, background, envelope, weights, in_band, chi_points, t)
+        display = _display(group_spectra, background, envelope, weights, in_band, t)
         model_display = torch.full((t, t // 2 + 1), float("nan"), dtype=f64, device=device)
         model_display[in_band] = torch.sin(_chi(optics, k2, mean + a_c * cos2 + a_s * sin2, phase)).square()
         display = _compose_display(display, model_display)
@@ -526,7 +531,6 @@ def _display(
     envelope: torch.Tensor,
     weights: torch.Tensor,
     in_band: torch.Tensor,
-    chi_points: torch.Tensor,
     t: int,
 ) -> torch.Tensor:
     """Tile-weighted normalised data spectrum on the rfft grid (NaN outside the band)."""

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from tomoforge.fourier import edge_taper, fftfreq_grid
+
 __all__ = ["radial_bins", "tile_amplitude_spectra", "tile_origins"]
 
 
@@ -53,17 +55,6 @@ def tile_origins(shape_yx: Sequence[int], tile_size_px: int, *, overlap: float =
     return torch.stack([grid_y.reshape(-1), grid_x.reshape(-1)], dim=-1)
 
 
-def _taper(size: int, fraction: float, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """1D Tukey window: cosine ramps over ``fraction`` of the length at each end, flat in between."""
-    ramp = max(1, int(round(size * fraction)))
-    window = torch.ones(size, dtype=dtype, device=device)
-    t = (torch.arange(ramp, dtype=dtype, device=device) + 0.5) / ramp
-    edge = 0.5 - 0.5 * torch.cos(math.pi * t)
-    window[:ramp] = edge
-    window[size - ramp :] = edge.flip(0)
-    return window
-
-
 def tile_amplitude_spectra(
     image: torch.Tensor,
     *,
@@ -98,15 +89,14 @@ def tile_amplitude_spectra(
     origins = tile_origins((h, w), tile_size_px, overlap=overlap)
     t = tile_size_px
     data = image.to(torch.float32)
-    window = (
-        _taper(t, taper_fraction, dtype=torch.float32, device=data.device) if taper_fraction > 0 else None
-    )
+    width = max(1, round(t * taper_fraction))
+    window = edge_taper((t, t), width, device=data.device) if taper_fraction > 0 else None
     spectra = torch.empty((len(origins), t, t // 2 + 1), dtype=torch.float32, device=data.device)
     for k, (y0, x0) in enumerate(origins.tolist()):
         tile = data[y0 : y0 + t, x0 : x0 + t]
         tile = tile - tile.mean()
         if window is not None:
-            tile = tile * window[:, None] * window[None, :]
+            tile = tile * window
         spectra[k] = torch.fft.rfft2(tile).abs()
     spectra[:, 0, 0] = 0.0
     centre = (t - 1) / 2.0
@@ -134,6 +124,5 @@ def radial_bins(shape_yx: Sequence[int], *, device: torch.device | str | None = 
     h, w = (int(s) for s in shape_yx)
     if h != w:
         raise ValueError(f"tiles must be square, got {h}×{w}")
-    ky = torch.fft.fftfreq(h, device=device, dtype=torch.float64) * h
-    kx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64) * w
-    return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round().long()
+    cycles = fftfreq_grid((h, w), rfft=True, device=device, dtype=torch.float64) * h
+    return torch.linalg.vector_norm(cycles, dim=-1).round().long()

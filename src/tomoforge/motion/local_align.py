@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tomoforge.fourier import fourier_shift_2d
+from tomoforge.fourier import edge_taper, fourier_shift_2d
 from tomoforge.motion.global_align import apply_motion, estimate_global_motion, motion_sum
 
 __all__ = ["LocalMotion", "apply_local_motion", "estimate_local_motion", "patch_grid"]
@@ -168,18 +168,6 @@ def _space_basis(
 def _time_basis(n: int, degree: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     t = torch.arange(n, dtype=dtype, device=device) / max(n - 1, 1)
     return torch.stack([t**j for j in range(1, degree + 1)], dim=-1)
-
-
-def _edge_taper(
-    size_yx: tuple[int, int], width_px: int, *, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Raised-cosine edge mask (1 inside, → 0 over ``width_px`` at the borders) against wrap-around edges."""
-    masks = []
-    for length in size_yx:
-        r = torch.arange(length, dtype=dtype, device=device)
-        d = torch.minimum(r + 0.5, length - 0.5 - r).clamp(max=width_px) / width_px
-        masks.append(0.5 - 0.5 * torch.cos(math.pi * d))
-    return masks[0][:, None] * masks[1][None, :]
 
 
 def _design(space: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -331,7 +319,7 @@ def estimate_local_motion(
         for i, (x, y) in enumerate(zip(x0, y0, strict=True)):
             crops[i, t] = corrected[y : y + ph, x : x + pw]
     crops = crops - crops.mean(dim=(-2, -1), keepdim=True)
-    crops = crops * _edge_taper((ph, pw), max(min(ph, pw) // 8, 1), dtype=real.dtype, device=real.device)
+    crops = crops * edge_taper((ph, pw), max(min(ph, pw) // 8, 1), dtype=real.dtype, device=real.device)
     patch_shifts = estimate_global_motion(
         crops,
         pixel_size_angstrom=pixel_size_angstrom,

@@ -9,6 +9,7 @@ binned stack plus one full image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from tomoforge.models import TiltSeries, TiltTransform
 
 __all__ = [
+    "AlignedViews",
     "WorkingStack",
     "export_imod_alignment",
     "rigid_transforms",
@@ -133,36 +135,108 @@ def export_imod_alignment(folder: Path, series: TiltSeries) -> None:
     write_tlt([t.effective_tilt_angle_deg for t in series.tilts], folder / f"{series.ts_id}.tlt")
 
 
-def write_aligned_stack(folder: Path, series: TiltSeries, binning: int) -> Path:
-    """Write ``<ts>_ali.mrc``: the included tilts resampled through their transforms (newstack ``-xform``).
+class AlignedViews:
+    """How the views of a series are resampled into aligned images (newstack ``-xform``), one at a time.
 
-    The images are Fourier-binned by ``binning`` first and interpolated bicubically
+    The raw images are cropped to the window whose binned centre is the raw centre (:func:`binned_window`),
+    Fourier-binned by ``binning`` and interpolated bicubically through their transforms
     (:func:`tomoforge.alignment.transform_images`); when the transforms rotate by 45°–135° (a tilt axis near
-    horizontal brought onto Y) the output has X and Y sizes swapped, as IMOD's. One image is in memory at a time.
+    horizontal brought onto Y) the output has X and Y sizes swapped, as IMOD's.
     """
-    import torch
 
-    from tomoforge.alignment.transform import transform_images
-    from tomoforge.io.mrc import MrcWriter, read_mrc
-    from tomoforge.steps.preprocess import binned_window
+    def __init__(
+        self, series: TiltSeries, binning: int, raw_shape_yx: tuple[int, int], tilts: list[Any]
+    ) -> None:
+        from tomoforge.steps.preprocess import binned_window
 
-    data = read_mrc(series.stack_file).data
-    h, w = int(data.shape[-2]), int(data.shape[-1])
-    tilts = [t for t in series.tilts if not t.excluded and t.transform is not None]
-    if not tilts:
-        raise ValueError(f"{series.stack_file}: no included tilt has a transform, nothing to interpolate")
-    (y0, my), (x0, mx) = binned_window(h, binning), binned_window(w, binning)
-    angle = abs(tilts[0].transform.rotation_deg) % 180.0 if tilts[0].transform else 0.0
-    shape = (mx, my) if 45.0 < angle < 135.0 else (my, mx)
-    path = folder / f"{series.ts_id}_ali.mrc"
-    px = series.pixel_size_angstrom
-    with MrcWriter(path, (len(tilts), *shape), voxel_size_angstrom=px * binning, is_stack=True) as out:
-        for k, tilt in enumerate(tilts):
-            assert tilt.transform is not None
-            window = np.array(
-                data[tilt.index, y0 : y0 + binning * my, x0 : x0 + binning * mx], dtype=np.float32
+        if not tilts:
+            raise ValueError(f"{series.stack_file}: no included tilt has a transform, nothing to interpolate")
+        self.series, self.binning = series, binning
+        self.window_yx = (binned_window(raw_shape_yx[0], binning), binned_window(raw_shape_yx[1], binning))
+        (_, my), (_, mx) = self.window_yx
+        first = tilts[0].transform
+        angle = abs(first.rotation_deg) % 180.0 if first is not None else 0.0
+        self.shape_yx = (mx, my) if 45.0 < angle < 135.0 else (my, mx)
+        """Shape ``(h, w)`` of the aligned images."""
+        self.pixel_size_angstrom = series.pixel_size_angstrom * binning
+        """Pixel size of the aligned images in Å."""
+
+    def image(self, data: Any, tilt: Any, device: Any = None) -> Any:
+        """The aligned image ``(h, w)`` (float32 torch tensor on ``device``) of view ``tilt`` of the stack ``data``."""
+        import torch
+
+        from tomoforge.alignment.transform import transform_images
+
+        if tilt.transform is None:
+            raise ValueError(
+                f"{self.series.stack_file}: view {tilt.index} has no transform to interpolate with"
             )
-            xf = torch.from_numpy(tilt.transform.as_matrix(px)[:2].copy())
-            image = transform_images(torch.from_numpy(window), xf, binning=binning, output_shape_yx=shape)
-            out.write(image.numpy().astype(np.float32), k)
+        b = self.binning
+        (y0, my), (x0, mx) = self.window_yx
+        window = np.array(data[tilt.index, y0 : y0 + b * my, x0 : x0 + b * mx], dtype=np.float32)
+        if not np.isfinite(window).all():
+            raise ValueError(f"{self.series.stack_file}: image {tilt.index} holds NaN or infinite values")
+        xf = torch.from_numpy(tilt.transform.as_matrix(self.series.pixel_size_angstrom)[:2].copy())
+        return transform_images(
+            torch.from_numpy(window).to(device), xf.to(device), binning=b, output_shape_yx=self.shape_yx
+        )
+
+
+def write_aligned_stack(
+    folder: Path,
+    series: TiltSeries,
+    binning: int,
+    *,
+    tilts: list[Any] | None = None,
+    stack: Path | None = None,
+    path: Path | None = None,
+    process: Callable[[Any, Any], Any] | None = None,
+    device: Any = None,
+    progress: Callable[[], None] | None = None,
+) -> Path:
+    """Write the views resampled through their transforms (:class:`AlignedViews`), one image in memory at a time.
+
+    Parameters
+    ----------
+    folder, series, binning
+        Output folder, the series and the binning of the output.
+    tilts
+        Views to write, in output order; by default the included tilts that have a transform.
+    stack
+        Stack to read (e.g. an even/odd half); by default ``series.stack_file``.
+    path
+        Output file; by default ``<folder>/<ts>_ali.mrc``.
+    process
+        Applied to each aligned image (torch tensor) with its tilt before writing (e.g. CTF correction).
+    device
+        Where images are interpolated and processed.
+    progress
+        Called once per written image.
+
+    Returns
+    -------
+    pathlib.Path
+        The written stack.
+    """
+    from tomoforge.io.mrc import MrcWriter, read_mrc
+
+    source = stack or series.stack_file
+    data = read_mrc(source).data
+    if data.ndim != 3 or data.shape[0] != series.n_tilts:
+        raise ValueError(
+            f"{source}: holds {data.shape[0] if data.ndim == 3 else 1} images for {series.n_tilts} tilts"
+        )
+    if tilts is None:
+        tilts = [t for t in series.tilts if not t.excluded and t.transform is not None]
+    views = AlignedViews(series, binning, (int(data.shape[-2]), int(data.shape[-1])), tilts)
+    path = path or folder / f"{series.ts_id}_ali.mrc"
+    shape = (len(tilts), *views.shape_yx)
+    with MrcWriter(path, shape, voxel_size_angstrom=views.pixel_size_angstrom, is_stack=True) as out:
+        for k, tilt in enumerate(tilts):
+            image = views.image(data, tilt, device)
+            if process is not None:
+                image = process(image, tilt)
+            out.write(image.cpu().numpy().astype(np.float32), k)
+            if progress is not None:
+                progress()
     return path

@@ -32,11 +32,9 @@ from pydantic import BaseModel, Field
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from tomoforge.models import TiltImage, TiltSeries, TiltTransform
-    from tomoforge.workflow.context import ProgressTracker
 
 __all__ = ["CORRECTION_HEADER", "CtfCorrectParams", "aligned_astigmatism_angle_deg", "ctf_correct"]
 
@@ -174,21 +172,17 @@ def _present_tilts(series: TiltSeries) -> list[TiltImage]:
 
 
 class _ViewCorrector:
-    """Interpolates and corrects the present views of one series, one image at a time."""
+    """The present views of one series, their aligned geometry and the CTF correction of each."""
 
-    def __init__(self, series: TiltSeries, params: CtfCorrectParams, device: torch.device) -> None:
-        from tomoforge.steps.preprocess import binned_window
+    def __init__(self, series: TiltSeries, params: CtfCorrectParams) -> None:
+        from tomoforge.steps._alignment_io import AlignedViews
 
-        self.series, self.params, self.device = series, params, device
+        self.series, self.params = series, params
         self.present = _present_tilts(series)
-        height, width = series.image_shape_yx or _stack_shape(series.stack_file)
-        b = params.binning
-        self.window_yx = (binned_window(height, b), binned_window(width, b))
-        (_, my), (_, mx) = self.window_yx
-        first = self.present[0].transform
-        rotation = abs(first.rotation_deg) % 180.0 if first is not None else 0.0
-        self.shape_yx = (mx, my) if 45.0 < rotation < 135.0 else (my, mx)
-        self.pixel_size_angstrom = series.pixel_size_angstrom * b
+        raw_shape = series.image_shape_yx or _stack_shape(series.stack_file)
+        self.views = AlignedViews(series, params.binning, raw_shape, self.present)
+        self.shape_yx = self.views.shape_yx
+        self.pixel_size_angstrom = self.views.pixel_size_angstrom
 
     def ctf_options(self, tilt: TiltImage) -> dict[str, float | int | str]:
         """Keyword arguments of :func:`phase_flip_tilted` for one view."""
@@ -212,25 +206,11 @@ class _ViewCorrector:
             "wiener_snr": p.wiener_snr,
         }
 
-    def correct(self, data: np.ndarray, tilt: TiltImage) -> np.ndarray:
-        """Interpolate view ``tilt`` of the stack ``data`` ``(n, h, w)`` and correct it; ``(h', w')`` float32."""
-        import numpy as np
-        import torch
-
-        from tomoforge.alignment.transform import transform_images
+    def correct(self, aligned: torch.Tensor, tilt: TiltImage) -> torch.Tensor:
+        """Correct the aligned image of view ``tilt`` for its CTF."""
         from tomoforge.ctf.correct import phase_flip_tilted
 
-        assert tilt.transform is not None
-        b = self.params.binning
-        (y0, my), (x0, mx) = self.window_yx
-        window = np.array(data[tilt.index, y0 : y0 + b * my, x0 : x0 + b * mx], dtype=np.float32)
-        if not np.isfinite(window).all():
-            raise ValueError(f"{self.series.stack_file}: image {tilt.index} holds NaN or infinite values")
-        xf = torch.from_numpy(tilt.transform.as_matrix(self.series.pixel_size_angstrom)[:2].copy())
-        image = torch.from_numpy(window).to(self.device)
-        aligned = transform_images(image, xf.to(self.device), binning=b, output_shape_yx=self.shape_yx)
-        corrected = phase_flip_tilted(aligned, **self.ctf_options(tilt))  # type: ignore[arg-type]
-        return corrected.cpu().numpy().astype(np.float32)
+        return phase_flip_tilted(aligned, **self.ctf_options(tilt))  # type: ignore[arg-type]
 
 
 def _stack_shape(path: Path) -> tuple[int, int]:
@@ -238,24 +218,6 @@ def _stack_shape(path: Path) -> tuple[int, int]:
 
     data = read_mrc(path).data
     return int(data.shape[-2]), int(data.shape[-1])
-
-
-def _write_stack(
-    source: Path, target: Path, corrector: _ViewCorrector, n_tilts: int, progress: ProgressTracker
-) -> Path:
-    from tomoforge.io.mrc import MrcWriter, read_mrc
-
-    data = read_mrc(source).data
-    if data.ndim != 3 or data.shape[0] != n_tilts:
-        raise ValueError(
-            f"{source}: holds {data.shape[0] if data.ndim == 3 else 1} images for {n_tilts} tilts"
-        )
-    shape = (len(corrector.present), *corrector.shape_yx)
-    with MrcWriter(target, shape, voxel_size_angstrom=corrector.pixel_size_angstrom, is_stack=True) as out:
-        for k, tilt in enumerate(corrector.present):
-            out.write(corrector.correct(data, tilt), k)
-            progress()
-    return target
 
 
 def _table(series: TiltSeries, corrector: _ViewCorrector) -> str:
@@ -329,6 +291,7 @@ def ctf_correct(params: CtfCorrectParams, inputs: Inputs, ctx: RunContext) -> di
 
     from tomoforge.io.imod.tlt import write_tlt
     from tomoforge.models import TiltSeries
+    from tomoforge.steps._alignment_io import write_aligned_stack
     from tomoforge.steps._artifacts import read_tilt_series, write_tilt_series
 
     if params.device == "auto":
@@ -339,7 +302,7 @@ def ctf_correct(params: CtfCorrectParams, inputs: Inputs, ctx: RunContext) -> di
     out = ctx.work_dir / "tilt_series"
     out.mkdir()
     for series in read_tilt_series(source):
-        corrector = _ViewCorrector(series, params, device)
+        corrector = _ViewCorrector(series, params)
         present = corrector.present
         stacks = {"stack_file": (series.stack_file, out / f"{series.ts_id}.mrc")}
         if params.even_odd and series.even_stack_file is not None and series.odd_stack_file is not None:
@@ -348,7 +311,17 @@ def ctf_correct(params: CtfCorrectParams, inputs: Inputs, ctx: RunContext) -> di
         progress = ctx.progress(len(stacks) * len(present), f"{series.ts_id}: CTF correction")
         written: dict[str, Path | None] = {"even_stack_file": None, "odd_stack_file": None}
         for field, (input_stack, output_stack) in stacks.items():
-            written[field] = _write_stack(input_stack, output_stack, corrector, series.n_tilts, progress)
+            written[field] = write_aligned_stack(
+                out,
+                series,
+                params.binning,
+                tilts=present,
+                stack=input_stack,
+                path=output_stack,
+                process=corrector.correct,
+                device=device,
+                progress=progress,
+            )
         progress.close()
         corrected = series.model_copy(
             update={
