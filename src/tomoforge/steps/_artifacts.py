@@ -37,6 +37,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -53,6 +54,7 @@ __all__ = [
     "pass_through",
     "map_stacks",
     "series_stacks",
+    "subset_dose_filter_record",
     "read_dose_filter_record",
     "read_local_motion_record",
     "read_motion_table",
@@ -256,6 +258,24 @@ def write_dose_filter_record(folder: Path, ts_id: str, record: DoseFilterRecord)
     save_json(record, folder / f"{ts_id}_dose_filter.json")
 
 
+def subset_dose_filter_record(source: Path, out: Path, ts_id: str, keep: Sequence[int]) -> None:
+    """Copy ``<ts>_dose_filter.json`` from ``source`` to ``out`` for the stack images ``keep`` only (in that order),
+    for steps that drop views from the stack; nothing when the series was not dose filtered."""
+    record = read_dose_filter_record(source, ts_id)
+    if record is None:
+        return
+    write_dose_filter_record(
+        out,
+        ts_id,
+        record.model_copy(
+            update={
+                "prior_dose_e_per_angstrom2": [record.prior_dose_e_per_angstrom2[i] for i in keep],
+                "dose_e_per_angstrom2": [record.dose_e_per_angstrom2[i] for i in keep],
+            }
+        ),
+    )
+
+
 def read_dose_filter_record(folder: Path, ts_id: str) -> DoseFilterRecord | None:
     """Read ``<ts>_dose_filter.json``, or None when the series was not dose filtered."""
     path = folder / f"{ts_id}_dose_filter.json"
@@ -317,11 +337,12 @@ def series_stacks(series: TiltSeries) -> dict[str, Path]:
 def map_stacks(
     series: TiltSeries,
     out: Path,
-    transform: Callable[[str, int, np.ndarray], np.ndarray],
+    transform: Callable[[str, int, np.ndarray], np.ndarray] | None,
     *,
     progress: Callable[[], object],
     out_shape_yx: tuple[int, int] | None = None,
     pixel_size_angstrom: float | None = None,
+    indices: Sequence[int] | None = None,
 ) -> dict[str, Path]:
     """Write every stack of ``series`` into ``out`` image by image, through ``transform``.
 
@@ -334,11 +355,14 @@ def map_stacks(
         The output folder; each stack keeps its file name.
     transform
         ``transform(field, tilt_index, image (h, w) float32) -> image (h', w')``; called for the full stack first,
-        then for the even and odd halves, so a step can reuse what it found on the full stack.
+        then for the even and odd halves, so a step can reuse what it found on the full stack. None copies the
+        images unchanged, in the input's data mode and with its origin.
     progress
         Called once per image written.
     out_shape_yx, pixel_size_angstrom
         Shape and pixel size of the output images (default: those of the input).
+    indices
+        Stack indices of the images to write, in output order (default: all); e.g. the views kept by a re-stack.
 
     Returns
     -------
@@ -347,6 +371,7 @@ def map_stacks(
     """
     from tomoforge.io.mrc import MrcWriter, read_mrc
 
+    order = list(range(series.n_tilts)) if indices is None else list(indices)
     written: dict[str, Path] = {}
     for field, path in series_stacks(series).items():
         volume = read_mrc(path)
@@ -355,11 +380,22 @@ def map_stacks(
             raise ValueError(f"{path}: holds {data.shape[0]} images for a series of {series.n_tilts} tilts")
         shape = out_shape_yx if out_shape_yx is not None else (int(data.shape[1]), int(data.shape[2]))
         pixel = pixel_size_angstrom if pixel_size_angstrom is not None else series.pixel_size_angstrom
+        options: dict[str, Any] = {}
+        if transform is None:
+            options = {
+                "mode": 1 if data.dtype == np.uint8 else volume.mode,
+                "origin_angstrom": volume.origin_angstrom,
+            }
         target = out / path.name
-        with MrcWriter(target, (series.n_tilts, *shape), voxel_size_angstrom=pixel, is_stack=True) as writer:
-            for i in range(series.n_tilts):
-                image = transform(field, i, np.array(data[i], dtype=np.float32))
-                writer.write(np.asarray(image, dtype=np.float32), i)
+        with MrcWriter(
+            target, (len(order), *shape), voxel_size_angstrom=pixel, is_stack=True, **options
+        ) as writer:
+            for k, i in enumerate(order):
+                if transform is None:
+                    writer.write(np.asarray(data[i]), k)
+                else:
+                    image = transform(field, i, np.array(data[i], dtype=np.float32))
+                    writer.write(np.asarray(image, dtype=np.float32), k)
                 progress()
         written[field] = target
     return written

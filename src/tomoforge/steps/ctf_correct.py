@@ -251,24 +251,12 @@ def _table(series: TiltSeries, corrector: _ViewCorrector) -> str:
 def _carry_sidecars(source: Path, out: Path, series: TiltSeries, present: list[TiltImage]) -> None:
     import shutil
 
-    from tomoforge.steps._artifacts import read_dose_filter_record, write_dose_filter_record
+    from tomoforge.steps._artifacts import subset_dose_filter_record
 
     motion = source / f"{series.ts_id}_motion.csv"
     if motion.is_file():
         shutil.copyfile(motion, out / motion.name)
-    record = read_dose_filter_record(source, series.ts_id)
-    if record is not None:
-        keep = [t.index for t in present]
-        write_dose_filter_record(
-            out,
-            series.ts_id,
-            record.model_copy(
-                update={
-                    "prior_dose_e_per_angstrom2": [record.prior_dose_e_per_angstrom2[i] for i in keep],
-                    "dose_e_per_angstrom2": [record.dose_e_per_angstrom2[i] for i in keep],
-                }
-            ),
-        )
+    subset_dose_filter_record(source, out, series.ts_id, [t.index for t in present])
 
 
 @step(

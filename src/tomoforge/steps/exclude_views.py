@@ -453,61 +453,22 @@ def _decide(
 
 
 def _restack(series: TiltSeries, keep: list[int], out: Path, ctx: RunContext) -> dict[str, Path]:
-    """Write each stack of ``series`` into ``out`` with only the images ``keep``, one image at a time."""
-    import numpy as np
+    """Write each stack of ``series`` into ``out`` with only the images ``keep``, unchanged, one at a time."""
+    from tomoforge.steps._artifacts import map_stacks, series_stacks
 
-    from tomoforge.io.mrc import MrcWriter, read_mrc
-    from tomoforge.steps._artifacts import series_stacks
-
-    stacks = series_stacks(series)
-    written: dict[str, Path] = {}
-    with ctx.progress(len(stacks) * len(keep), f"{series.ts_id}: re-stacking") as progress:
-        for field, path in stacks.items():
-            volume = read_mrc(path)
-            data = volume.data if volume.data.ndim == 3 else volume.data[np.newaxis]
-            if data.shape[0] != series.n_tilts:
-                raise ValueError(
-                    f"{path}: holds {data.shape[0]} images for a series of {series.n_tilts} tilts"
-                )
-            mode = 1 if data.dtype == np.uint8 else volume.mode
-            shape = (len(keep), int(data.shape[1]), int(data.shape[2]))
-            target = out / path.name
-            with MrcWriter(
-                target,
-                shape,
-                voxel_size_angstrom=series.pixel_size_angstrom,
-                origin_angstrom=volume.origin_angstrom,
-                mode=mode,
-                is_stack=True,
-            ) as writer:
-                for k, i in enumerate(keep):
-                    writer.write(np.asarray(data[i]), k)
-                    progress()
-            written[field] = target
-    return written
+    with ctx.progress(len(series_stacks(series)) * len(keep), f"{series.ts_id}: re-stacking") as progress:
+        return map_stacks(series, out, None, progress=progress, indices=keep)
 
 
 def _reindex_sidecars(source: Path, out: Path, ts_id: str, keep: list[int]) -> None:
     """Write the per-view sidecars whose lists follow the stack for the re-stacked views ``keep``."""
     from tomoforge.steps._artifacts import (
-        read_dose_filter_record,
         read_local_motion_record,
-        write_dose_filter_record,
+        subset_dose_filter_record,
         write_local_motion_record,
     )
 
-    dose = read_dose_filter_record(source, ts_id)
-    if dose is not None:
-        write_dose_filter_record(
-            out,
-            ts_id,
-            dose.model_copy(
-                update={
-                    "prior_dose_e_per_angstrom2": [dose.prior_dose_e_per_angstrom2[i] for i in keep],
-                    "dose_e_per_angstrom2": [dose.dose_e_per_angstrom2[i] for i in keep],
-                }
-            ),
-        )
+    subset_dose_filter_record(source, out, ts_id, keep)
     local = read_local_motion_record(source, ts_id)
     if local is not None:
         write_local_motion_record(
