@@ -104,3 +104,29 @@ def test_bad_parameters_are_refused() -> None:
         CtfEstimateParams(defocus_min_angstrom=60000.0)
     with pytest.raises(ValueError, match="min_resolution_angstrom"):
         CtfEstimateParams(min_resolution_angstrom=4.0)
+
+
+def test_view_geometry_follows_the_stack(estimated: tuple[Project, Path, Path, dict]) -> None:
+    """A raw stack uses the view's transform (its tilt axis and shift); an interpolated one has the axis on Y and
+    no shift; a raw stack without alignment has the nominal axis."""
+    import torch
+
+    from tomoforge.geometry import projection_matrices, projection_matrices_from_xf
+    from tomoforge.models import TiltTransform
+    from tomoforge.steps.ctf_estimate import _projection_matrix
+
+    _, _, folder, _ = estimated
+    (series,) = read_tilt_series(folder)
+    tilt = series.tilts[-1]  # +60°
+    angle = torch.tensor(tilt.effective_tilt_angle_deg, dtype=torch.float64)
+    nominal = projection_matrices(angle, series.acquisition.tilt_axis_angle_deg)
+    assert torch.allclose(_projection_matrix(series, tilt), nominal)
+    transform = TiltTransform.from_rotation(-80.0, 30.0, -20.0)
+    tilts = [t.replace(transform=transform) for t in series.tilts]
+    raw = series.model_copy(update={"tilts": tilts})
+    m = torch.from_numpy(transform.as_matrix(series.pixel_size_angstrom))
+    expected = projection_matrices_from_xf(m[:2, :2], m[:2, 2], angle)
+    assert torch.allclose(_projection_matrix(raw, tilts[-1]), expected)
+    assert expected[0, 3].abs() > 1.0  # the transform's shift enters the raw geometry
+    aligned = series.model_copy(update={"tilts": tilts, "aligned": True})
+    assert torch.allclose(_projection_matrix(aligned, tilts[-1]), projection_matrices(angle, 0.0))
