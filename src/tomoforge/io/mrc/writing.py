@@ -139,6 +139,7 @@ class MrcWriter:
         self.mode = mode
         self._sections = shape[0] if len(shape) == 3 else 1
         self._stats = np.zeros((4, self._sections))  # min, max, sum, sum of squares per section
+        self._block_counts: np.ndarray | None = None  # elements written per section by write_rows
         tmp = new_temp_file(self.path)
         self._tmp: Path | None = tmp
         try:
@@ -184,11 +185,58 @@ class MrcWriter:
         with np.errstate(invalid="ignore", over="ignore"):
             self._stats[:, start:stop] = [flat.min(1), flat.max(1), flat.sum(1), np.square(flat).sum(1)]
 
+    def write_rows(self, data: np.ndarray, start_row: int) -> None:
+        """Write rows ``start_row … start_row + r − 1`` of every section: ``data`` is ``(sections, r, x)``.
+
+        For volumes made slab by slab along y (a tomogram reconstructed from tilt-series rows). Each row range
+        must be written once; statistics accumulate over the calls. Do not mix with :meth:`write`.
+
+        Raises
+        ------
+        FormatError
+            When the data do not fit the file's shape or mode.
+        """
+        if self._tmp is None:
+            raise FormatError(self.path, "is already closed; write before closing the writer")
+        block = np.asarray(data)
+        block = block[np.newaxis] if block.ndim == 2 and self._sections == 1 else block
+        stop = start_row + (block.shape[1] if block.ndim == 3 else 0)
+        if (
+            block.ndim != 3
+            or block.shape[0] != self._sections
+            or block.shape[2] != self._data.shape[2]
+            or start_row < 0
+            or stop > self._data.shape[1]
+        ):
+            raise FormatError(
+                self.path,
+                f"cannot take rows of shape {np.shape(data)} at row {start_row} in a file of shape {self.shape}",
+            )
+        try:
+            block = _cast(block, self.mode)
+        except ValueError as exc:
+            raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
+        self._data[:, start_row:stop] = block
+        flat = block.reshape(block.shape[0], -1).astype(np.float64)
+        if self._block_counts is None:
+            self._block_counts = np.zeros(self._sections, dtype=np.int64)
+            self._stats[0], self._stats[1] = np.inf, -np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            self._stats[0] = np.minimum(self._stats[0], flat.min(1))
+            self._stats[1] = np.maximum(self._stats[1], flat.max(1))
+            self._stats[2] += flat.sum(1)
+            self._stats[3] += np.square(flat).sum(1)
+        self._block_counts += flat.shape[1]
+
     def close(self) -> Path:
         """Finish the header, flush, and move the file to its destination; return the destination."""
         if self._tmp is None:
             return self.path
         count = self._data[0].size * self._sections
+        if self._block_counts is not None:  # rows never written read as zeros
+            partial = self._block_counts < self._data[0].size
+            self._stats[0, partial] = np.minimum(self._stats[0, partial], 0.0)
+            self._stats[1, partial] = np.maximum(self._stats[1, partial], 0.0)
         header = self._mrc.header
         with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf data give NaN or inf statistics
             mean = self._stats[2].sum() / count
