@@ -19,6 +19,7 @@ Views with an x-axis tilt mix rows; :func:`backproject_general` samples them bil
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -95,12 +96,20 @@ def single_axis_matrix(
     crow = torch.zeros(thickness * volume_width + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
     index_dtype = torch.int32 if m * detector_width < 2**31 and int(crow[-1]) < 2**31 else torch.int64
-    return torch.sparse_csr_tensor(
+    return _csr(
         crow.to(index_dtype),
         columns[on_detector].to(index_dtype),
         values[on_detector],
-        size=(thickness * volume_width, m * detector_width),
+        (thickness * volume_width, m * detector_width),
     )
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A CSR tensor, without torch's notices that CSR is in beta and that invariants are not checked (the
+    indices are built sorted and in range here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
+        return torch.sparse_csr_tensor(crow, col, values, size=size)
 
 
 def transpose_matrix(matrix: torch.Tensor) -> torch.Tensor:
