@@ -7,6 +7,7 @@ See :mod:`tomoforge.reconstruction.projector` for the geometry (CONVENTIONS.md Â
 from tomoforge.reconstruction.projector import (
     backproject_general,
     backproject_single_axis,
+    full_ray_width,
     general_rows_needed,
     project_single_axis,
     single_axis_matrix,
@@ -26,6 +27,7 @@ __all__ = [
     "angular_weights_rad",
     "backproject_general",
     "backproject_single_axis",
+    "full_ray_width",
     "general_rows_needed",
     "project_single_axis",
     "radial_falloff",

@@ -27,6 +27,7 @@ import torch
 __all__ = [
     "backproject_general",
     "backproject_single_axis",
+    "full_ray_width",
     "general_rows_needed",
     "project_single_axis",
     "single_axis_matrix",
@@ -110,6 +111,39 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tupl
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
         return torch.sparse_csr_tensor(crow, col, values, size=size)
+
+
+def full_ray_width(
+    tilt_angles_deg: Sequence[float] | torch.Tensor,
+    *,
+    detector_width: int,
+    thickness: int,
+    volume_width: int,
+    z_offset_px: float = 0.0,
+) -> int:
+    """Width a slab must have for every detector pixel's ray to cross its whole thickness inside it.
+
+    Real specimens go on beyond the field of view, so at high tilt the rays reaching the detector's edges leave a
+    tomogram of the views' width through its sides: their measured sums hold specimen that is not in the volume.
+    WBP does not mind, but SIRT, which asks the volume to reproduce every ray sum, piles that excess into the
+    edge voxels and streaks the slab. SIRT therefore solves on this wider slab (at least ``volume_width``, same
+    parity) and the tomogram is its central part.
+
+    Returns
+    -------
+    int
+        ``max(volume_width, 2·⌈max over views of (W/2 + |z|max·|sin θ|) / cos θ⌉ + 2)`` with the parity of
+        ``volume_width``.
+    """
+    theta = torch.deg2rad(torch.as_tensor(tilt_angles_deg, dtype=torch.float64)).reshape(-1)
+    z_reach = thickness / 2.0 + abs(z_offset_px)
+    half = float(
+        ((detector_width / 2.0 + z_reach * theta.sin().abs()) / theta.cos().abs().clamp(min=0.05)).max()
+    )
+    width = 2 * math.ceil(half) + 2
+    if width % 2 != volume_width % 2:
+        width += 1
+    return max(volume_width, width)
 
 
 def transpose_matrix(matrix: torch.Tensor) -> torch.Tensor:

@@ -265,6 +265,7 @@ def _reconstruct(
     from tomoforge.reconstruction import (
         backproject_general,
         backproject_single_axis,
+        full_ray_width,
         general_rows_needed,
         single_axis_matrix,
         sirt_slab,
@@ -297,11 +298,17 @@ def _reconstruct(
     )
     rows_per_slab = _slab_rows(params, geometry, len(tilts), width)
     origin = ((ox - nx // 2) * voxel_size, (oy - ny // 2) * voxel_size, (oz - nz // 2) * voxel_size)
+    solve_width, crop = nx, 0
     if single_axis:
+        if params.method == "sirt":
+            solve_width = full_ray_width(
+                angles, detector_width=width, thickness=nz, volume_width=nx, z_offset_px=oz
+            )
+            crop = solve_width // 2 - nx // 2
         matrix = single_axis_matrix(
             angles,
             detector_width=width,
-            volume_width=nx,
+            volume_width=solve_width,
             thickness=nz,
             x_offset_px=ox,
             z_offset_px=oz,
@@ -324,10 +331,10 @@ def _reconstruct(
                         transposed,
                         rows,
                         thickness=nz,
-                        volume_width=nx,
+                        volume_width=solve_width,
                         iterations=params.iterations,
                         relaxation=params.relaxation,
-                    )
+                    )[..., crop : crop + nx]
                 else:
                     slab = backproject_single_axis(matrix, weight_projections(rows, filters, padded), nz, nx)
             else:
