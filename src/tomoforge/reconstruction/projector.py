@@ -349,15 +349,17 @@ def backproject_general(
     device = rows.device
     mats = matrices.to(torch.float32).to(device)
     out = torch.zeros((nz, y_range[1] - y_range[0], int(shape_zyx[2])), dtype=torch.float32, device=device)
-    images = rows.to(torch.float32)[:, None]  # (m, 1, rr, W)
+    # One zero row above and below the held rows: voxels that project off them sample zeros, and grid_sample
+    # always has at least two rows to interpolate between.
+    images = torch.nn.functional.pad(rows.to(torch.float32), (0, 0, 1, 1))[:, None]  # (m, 1, rr + 2, W)
     for z0 in range(0, nz, z_chunk):
         z1 = min(nz, z0 + z_chunk)
         points = _voxel_points(shape_zyx, y_range, offset_xyz_px, z_range=(z0, z1), device=device)
         for v in range(m):
             image_xy = points @ mats[v, :2, :3].T + mats[v, :2, 3]
             col = image_xy[..., 0] + w // 2
-            row = image_xy[..., 1] + image_height // 2 - row_start
-            grid = torch.stack([2.0 * col / (w - 1) - 1.0, 2.0 * row / max(rr - 1, 1) - 1.0], dim=-1)
+            row = image_xy[..., 1] + image_height // 2 - row_start + 1
+            grid = torch.stack([2.0 * col / (w - 1) - 1.0, 2.0 * row / (rr + 1) - 1.0], dim=-1)
             sampled = torch.nn.functional.grid_sample(
                 images[v : v + 1],
                 grid.reshape(1, -1, grid.shape[-2], 2),

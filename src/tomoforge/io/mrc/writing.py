@@ -180,6 +180,8 @@ class MrcWriter:
             block = _cast(block, self.mode)
         except ValueError as exc:
             raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
+        if block.shape[0] == 0:
+            return
         self._data[start:stop] = block
         flat = block.reshape(block.shape[0], -1).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -216,6 +218,8 @@ class MrcWriter:
             block = _cast(block, self.mode)
         except ValueError as exc:
             raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
+        if block.shape[1] == 0:
+            return
         self._data[:, start_row:stop] = block
         flat = block.reshape(block.shape[0], -1).astype(np.float64)
         if self._block_counts is None:
