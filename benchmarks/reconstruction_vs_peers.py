@@ -338,11 +338,11 @@ def _case(
         shutil.rmtree(row.pop("project"), ignore_errors=True)
         results.append(row)
     for method, label, extra, repeats in peers:
-        row, volume = _peer_rows(
+        row, peer_volume = _peer_rows(
             method, label, extra, folder / "TS_01.mrc", angles, shape, work, args, repeats
         )
-        if volume is not None:
-            row.update(score(volume, phantom, shape, rows))
+        if peer_volume is not None:
+            row.update(score(peer_volume, phantom, shape, rows))
         results.append(row)
     shutil.rmtree(folder, ignore_errors=True)
     return {
@@ -459,7 +459,9 @@ def main() -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    versions = next((r["versions"] for c in cases for r in c["results"] if "versions" in r), {})
+    versions: dict[str, str] = next(
+        (r["versions"] for c in cases for r in c["results"] if "versions" in r), {}
+    )
     print("\npeer environment: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     for case in cases:
         _print_case(case)

@@ -83,26 +83,36 @@ def single_axis_matrix(
         + x[None, :, None] * torch.cos(theta)[None, None, :]
         + detector_width // 2
     )  # (nz, nx, m)
-    left = torch.floor(u)
-    frac = (u - left).to(torch.float32)
-    left = left.to(torch.int64)
-    view_start = (torch.arange(m, device=device) * detector_width)[None, None, :]
-    columns = torch.stack([left + view_start, left + 1 + view_start], dim=-1)  # (nz, nx, m, 2)
-    values = torch.stack([1.0 - frac, frac], dim=-1)
-    on_detector = torch.stack(
-        [(left >= 0) & (left < detector_width), (left >= -1) & (left < detector_width - 1)], -1
-    )
-    on_detector &= values > 0
-    counts = on_detector.reshape(thickness * volume_width, -1).sum(dim=1)
-    crow = torch.zeros(thickness * volume_width + 1, dtype=torch.int64, device=device)
+    left64 = torch.floor(u)
+    frac = (u - left64).to(torch.float32)
+    del u
+    left = left64.to(torch.int32)
+    del left64
+    view_start = (torch.arange(m, device=device, dtype=torch.int32) * detector_width)[None, None, :]
+    columns = torch.empty((thickness, volume_width, m, 2), dtype=torch.int32, device=device)
+    columns[..., 0] = left + view_start
+    columns[..., 1] = columns[..., 0] + 1
+    values = torch.empty((thickness, volume_width, m, 2), dtype=torch.float32, device=device)
+    values[..., 0] = 1.0 - frac
+    values[..., 1] = frac
+    on_detector = torch.empty((thickness, volume_width, m, 2), dtype=torch.bool, device=device)
+    on_detector[..., 0] = (left >= 0) & (left < detector_width) & (frac < 1)
+    on_detector[..., 1] = (left >= -1) & (left < detector_width - 1) & (frac > 0)
+    del left, frac
+    n_rows = thickness * volume_width
+    counts = on_detector.reshape(n_rows, -1).sum(dim=1)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
-    index_dtype = torch.int32 if m * detector_width < 2**31 and int(crow[-1]) < 2**31 else torch.int64
-    return _csr(
-        crow.to(index_dtype),
-        columns[on_detector].to(index_dtype),
-        values[on_detector],
-        (thickness * volume_width, m * detector_width),
-    )
+    nnz = int(crow[-1])
+    if m * detector_width >= 2**31 or nnz >= 2**31:
+        raise ValueError(
+            f"a projector with {nnz} entries over {m * detector_width} detector pixels is too large"
+        )
+    if nnz == on_detector.numel():
+        kept_columns, kept_values = columns.reshape(-1), values.reshape(-1)
+    else:
+        kept_columns, kept_values = columns[on_detector], values[on_detector]
+    return _csr(crow.to(torch.int32), kept_columns, kept_values, (n_rows, m * detector_width))
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -238,114 +238,142 @@ class _Geometry:
         self.offset_xyz_px = (0.0, float(params.y_start + ny // 2 - height // 2), float(params.z_offset_px))
 
 
-def _slab_rows(params: ReconstructParams, geometry: _Geometry, n_views: int, width: int) -> int:
-    if params.slab_rows:
-        return params.slab_rows
-    nz, _, nx = geometry.shape_zyx
-    per_row = 4 * (3 * nz * nx + 6 * n_views * width)  # slab copies, rows, padded spectra
-    return max(1, min(geometry.shape_zyx[1], (256 * 2**20) // per_row))
+class _Plan:
+    """What every stack of one tomogram shares: filters, the sparse projector (and its transpose for SIRT) or the
+    projection matrices of views with an x-axis tilt, and the slab size. Built once, used for full, even and odd."""
 
+    def __init__(
+        self,
+        tilts: list[TiltImage],
+        geometry: _Geometry,
+        params: ReconstructParams,
+        shape_yx: tuple[int, int],
+        device: torch.device,
+        source: Path,
+    ) -> None:
+        import torch
 
-def _reconstruct(
-    views: _ViewRows,
-    tilts: list[TiltImage],
-    geometry: _Geometry,
-    params: ReconstructParams,
-    out_path: Path,
-    voxel_size: float,
-    device: torch.device,
-    progress: Any,
-) -> None:
-    """Reconstruct one stack's present views into ``out_path`` slab by slab."""
-    import torch
-
-    from tomoforge.fourier.windows import fast_fft_size
-    from tomoforge.geometry import projection_matrices
-    from tomoforge.io.mrc import MrcWriter
-    from tomoforge.reconstruction import (
-        backproject_general,
-        backproject_single_axis,
-        full_ray_width,
-        general_rows_needed,
-        single_axis_matrix,
-        sirt_slab,
-        transpose_matrix,
-        weight_projections,
-        weighting_filters,
-    )
-
-    angles = [t.effective_tilt_angle_deg for t in tilts]
-    x_tilts = [t.x_tilt_angle_deg for t in tilts]
-    single_axis = max(abs(x) for x in x_tilts) <= _X_TILT_TOLERANCE_DEG
-    if not single_axis and params.method == "sirt":
-        raise ValueError(
-            f"{views.path}: views with an x-axis tilt ({max(abs(x) for x in x_tilts):.3f}°) are reconstructed by WBP "
-            "only; use method 'wbp'"
+        from tomoforge.fourier.windows import fast_fft_size
+        from tomoforge.geometry import projection_matrices
+        from tomoforge.reconstruction import (
+            full_ray_width,
+            single_axis_matrix,
+            transpose_matrix,
+            weighting_filters,
         )
-    nz, ny, nx = geometry.shape_zyx
-    ox, oy, oz = geometry.offset_xyz_px
-    width, height = views.width, views.height
-    padded = fast_fft_size(2 * width)
-    filters = weighting_filters(
-        angles,
-        padded,
-        cutoff=params.radial_cutoff,
-        sigma=params.radial_falloff,
-        hamming_cutoff=params.hamming_cutoff,
-        sirt_like_iterations=params.sirt_like_iterations or None,
-        thickness_px=float(nz),
-        device=device,
-    )
-    rows_per_slab = _slab_rows(params, geometry, len(tilts), width)
-    origin = ((ox - nx // 2) * voxel_size, (oy - ny // 2) * voxel_size, (oz - nz // 2) * voxel_size)
-    solve_width, crop = nx, 0
-    if single_axis:
-        if params.method == "sirt":
-            solve_width = full_ray_width(
-                angles, detector_width=width, thickness=nz, volume_width=nx, z_offset_px=oz
+
+        self.geometry, self.params, self.device = geometry, params, device
+        self.height, self.width = shape_yx
+        angles = [t.effective_tilt_angle_deg for t in tilts]
+        x_tilts = [t.x_tilt_angle_deg for t in tilts]
+        self.single_axis = max(abs(x) for x in x_tilts) <= _X_TILT_TOLERANCE_DEG
+        if not self.single_axis and params.method == "sirt":
+            raise ValueError(
+                f"{source}: views with an x-axis tilt ({max(abs(x) for x in x_tilts):.3f}°) are reconstructed by "
+                "WBP only; use method 'wbp'"
             )
-            crop = solve_width // 2 - nx // 2
-        matrix = single_axis_matrix(
+        nz, _, nx = geometry.shape_zyx
+        _, _, oz = geometry.offset_xyz_px
+        self.padded = fast_fft_size(2 * self.width)
+        self.filters = weighting_filters(
             angles,
-            detector_width=width,
-            volume_width=solve_width,
-            thickness=nz,
-            x_offset_px=ox,
-            z_offset_px=oz,
+            self.padded,
+            cutoff=params.radial_cutoff,
+            sigma=params.radial_falloff,
+            hamming_cutoff=params.hamming_cutoff,
+            sirt_like_iterations=params.sirt_like_iterations or None,
+            thickness_px=float(nz),
             device=device,
         )
-        transposed = transpose_matrix(matrix) if params.method == "sirt" else None
-    else:
-        matrices = projection_matrices(torch.tensor(angles), 0.0, None, torch.tensor(x_tilts))
+        self.solve_width, self.crop = nx, 0
+        self.matrix: torch.Tensor | None = None
+        self.transposed: torch.Tensor | None = None
+        self.matrices: torch.Tensor | None = None
+        if self.single_axis:
+            if params.method == "sirt":
+                self.solve_width = full_ray_width(
+                    angles, detector_width=self.width, thickness=nz, volume_width=nx, z_offset_px=oz
+                )
+                self.crop = self.solve_width // 2 - nx // 2
+            self.matrix = single_axis_matrix(
+                angles,
+                detector_width=self.width,
+                volume_width=self.solve_width,
+                thickness=nz,
+                x_offset_px=geometry.offset_xyz_px[0],
+                z_offset_px=oz,
+                device=device,
+            )
+            self.transposed = transpose_matrix(self.matrix) if params.method == "sirt" else None
+        else:
+            self.matrices = projection_matrices(torch.tensor(angles), 0.0, None, torch.tensor(x_tilts))
+        self.rows_per_slab = self._slab_rows(len(tilts))
+
+    def _slab_rows(self, n_views: int) -> int:
+        """Rows per slab: the parameter, or as many as fit in about 256 MB of working memory."""
+        if self.params.slab_rows:
+            return self.params.slab_rows
+        nz, ny, _ = self.geometry.shape_zyx
+        if self.params.method == "sirt":  # projections, residual; slab, update, crop on the wide slab
+            per_row = 4 * (3 * n_views * self.width + 3 * nz * self.solve_width)
+        else:  # rows, padded rows and spectra; slab and its re-ordered copy
+            per_row = 4 * (6 * n_views * self.width + 3 * nz * self.solve_width)
+        return max(1, min(ny, (256 * 2**20) // per_row))
+
+    def slab(self, views: _ViewRows, j0: int, j1: int) -> torch.Tensor:
+        """Tomogram rows ``[j0, j1)`` ``(nz, j1 − j0, nx)`` from the views."""
+        from tomoforge.reconstruction import (
+            backproject_general,
+            backproject_single_axis,
+            general_rows_needed,
+            sirt_slab,
+            weight_projections,
+        )
+
+        g, p = self.geometry, self.params
+        nz, _, nx = g.shape_zyx
+        if self.matrix is not None:
+            rows = views.rows(g.row_start + j0, g.row_start + j1, self.device)
+            if self.transposed is not None:
+                wide = sirt_slab(
+                    self.matrix,
+                    self.transposed,
+                    rows,
+                    thickness=nz,
+                    volume_width=self.solve_width,
+                    iterations=p.iterations,
+                    relaxation=p.relaxation,
+                )
+                return wide[..., self.crop : self.crop + nx]
+            return backproject_single_axis(
+                self.matrix, weight_projections(rows, self.filters, self.padded), nz, nx
+            )
+        assert self.matrices is not None
+        r0, r1 = general_rows_needed(self.matrices, g.shape_zyx, (j0, j1), g.offset_xyz_px, self.height)
+        rows = weight_projections(views.rows(r0, r1, self.device), self.filters, self.padded)
+        return backproject_general(
+            rows, r0, self.height, self.matrices, g.shape_zyx, (j0, j1), g.offset_xyz_px
+        )
+
+
+def _reconstruct(views: _ViewRows, plan: _Plan, out_path: Path, voxel_size: float, progress: Any) -> None:
+    """Reconstruct one stack's present views into ``out_path`` slab by slab."""
+    from tomoforge.io.mrc import MrcWriter
+
+    if (views.height, views.width) != (plan.height, plan.width):
+        raise ValueError(
+            f"{views.path}: views of {views.height} × {views.width} px where the tomogram's other stacks have "
+            f"{plan.height} × {plan.width}"
+        )
+    nz, ny, nx = plan.geometry.shape_zyx
+    ox, oy, oz = plan.geometry.offset_xyz_px
+    origin = ((ox - nx // 2) * voxel_size, (oy - ny // 2) * voxel_size, (oz - nz // 2) * voxel_size)
     with MrcWriter(
-        out_path, geometry.shape_zyx, voxel_size_angstrom=voxel_size, origin_angstrom=origin
+        out_path, plan.geometry.shape_zyx, voxel_size_angstrom=voxel_size, origin_angstrom=origin
     ) as out:
-        for j0 in range(0, ny, rows_per_slab):
-            j1 = min(ny, j0 + rows_per_slab)
-            if single_axis:
-                rows = views.rows(geometry.row_start + j0, geometry.row_start + j1, device)
-                if params.method == "sirt":
-                    assert transposed is not None
-                    slab = sirt_slab(
-                        matrix,
-                        transposed,
-                        rows,
-                        thickness=nz,
-                        volume_width=solve_width,
-                        iterations=params.iterations,
-                        relaxation=params.relaxation,
-                    )[..., crop : crop + nx]
-                else:
-                    slab = backproject_single_axis(matrix, weight_projections(rows, filters, padded), nz, nx)
-            else:
-                r0, r1 = general_rows_needed(
-                    matrices, geometry.shape_zyx, (j0, j1), geometry.offset_xyz_px, height
-                )
-                rows = weight_projections(views.rows(r0, r1, device), filters, padded)
-                slab = backproject_general(
-                    rows, r0, height, matrices, geometry.shape_zyx, (j0, j1), geometry.offset_xyz_px
-                )
-            out.write_rows(slab.cpu().numpy(), j0)
+        for j0 in range(0, ny, plan.rows_per_slab):
+            j1 = min(ny, j0 + plan.rows_per_slab)
+            out.write_rows(plan.slab(views, j0, j1).cpu().numpy(), j0)
             progress(j1 - j0)
 
 
@@ -415,16 +443,21 @@ def reconstruct_tomograms(params: ReconstructParams, inputs: Inputs, ctx: RunCon
             written: dict[str, Path | None] = {"even_volume_file": None, "odd_volume_file": None}
             voxel = series.pixel_size_angstrom * params.binning
             geometry: _Geometry | None = None
+            plan: _Plan | None = None
             seconds: dict[str, float] = {}
             for field, (stack, target) in stacks.items():
                 t0 = time.perf_counter()
                 views = _aligned_views(series, stack, present, params.binning, scratch, device)
-                geometry = _Geometry(params, views.height, views.width, series)
+                if plan is None:
+                    geometry = _Geometry(params, views.height, views.width, series)
+                    plan = _Plan(
+                        present, geometry, params, (views.height, views.width), device, series.stack_file
+                    )
                 t1 = time.perf_counter()
                 progress = ctx.progress(
-                    geometry.shape_zyx[1], f"{series.ts_id}: {params.method.upper()} {target.stem}"
+                    plan.geometry.shape_zyx[1], f"{series.ts_id}: {params.method.upper()} {target.stem}"
                 )
-                _reconstruct(views, present, geometry, params, target, voxel, device, progress)
+                _reconstruct(views, plan, target, voxel, progress)
                 progress.close()
                 written[field] = target
                 seconds[field] = time.perf_counter() - t1

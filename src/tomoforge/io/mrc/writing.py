@@ -80,6 +80,21 @@ def _cast(data: np.ndarray, mode: int) -> np.ndarray:
     return data.astype(target)
 
 
+def _section_stats(block: np.ndarray) -> np.ndarray:
+    """``(4, sections)``: min, max, sum and sum of squares of each section, accumulated in float64 without a
+    float64 copy of the data."""
+    flat = block.reshape(block.shape[0], -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.stack(
+            [
+                flat.min(1).astype(np.float64),
+                flat.max(1).astype(np.float64),
+                flat.sum(1, dtype=np.float64),
+                np.einsum("ij,ij->i", flat, flat, dtype=np.float64, casting="unsafe"),
+            ]
+        )
+
+
 class MrcWriter:
     """Write a large MRC file section range by section range, atomically.
 
@@ -183,9 +198,7 @@ class MrcWriter:
         if block.shape[0] == 0:
             return
         self._data[start:stop] = block
-        flat = block.reshape(block.shape[0], -1).astype(np.float64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            self._stats[:, start:stop] = [flat.min(1), flat.max(1), flat.sum(1), np.square(flat).sum(1)]
+        self._stats[:, start:stop] = _section_stats(block)
 
     def write_rows(self, data: np.ndarray, start_row: int) -> None:
         """Write rows ``start_row … start_row + r − 1`` of every section: ``data`` is ``(sections, r, x)``.
@@ -221,16 +234,15 @@ class MrcWriter:
         if block.shape[1] == 0:
             return
         self._data[:, start_row:stop] = block
-        flat = block.reshape(block.shape[0], -1).astype(np.float64)
+        stats = _section_stats(block)
         if self._block_counts is None:
             self._block_counts = np.zeros(self._sections, dtype=np.int64)
             self._stats[0], self._stats[1] = np.inf, -np.inf
         with np.errstate(invalid="ignore", over="ignore"):
-            self._stats[0] = np.minimum(self._stats[0], flat.min(1))
-            self._stats[1] = np.maximum(self._stats[1], flat.max(1))
-            self._stats[2] += flat.sum(1)
-            self._stats[3] += np.square(flat).sum(1)
-        self._block_counts += flat.shape[1]
+            self._stats[0] = np.minimum(self._stats[0], stats[0])
+            self._stats[1] = np.maximum(self._stats[1], stats[1])
+            self._stats[2:] += stats[2:]
+        self._block_counts += block[0].size
 
     def close(self) -> Path:
         """Finish the header, flush, and move the file to its destination; return the destination."""
