@@ -76,43 +76,42 @@ def single_axis_matrix(
         raise ValueError(
             f"cannot build a projector for {m} views of width {detector_width} into {thickness} × {volume_width}"
         )
+    if m * detector_width >= 2**31:
+        raise ValueError(f"a projector over {m * detector_width} detector pixels is too large")
     x = torch.arange(volume_width, dtype=torch.float64, device=device) - volume_width // 2 + x_offset_px
     z = torch.arange(thickness, dtype=torch.float64, device=device) - thickness // 2 + z_offset_px
-    u = (
-        z[:, None, None] * torch.sin(theta)[None, None, :]
-        + x[None, :, None] * torch.cos(theta)[None, None, :]
-        + detector_width // 2
-    )  # (nz, nx, m)
-    left64 = torch.floor(u)
-    frac = (u - left64).to(torch.float32)
-    del u
-    left = left64.to(torch.int32)
-    del left64
+    sin, cos = torch.sin(theta), torch.cos(theta)
     view_start = (torch.arange(m, device=device, dtype=torch.int32) * detector_width)[None, None, :]
-    columns = torch.empty((thickness, volume_width, m, 2), dtype=torch.int32, device=device)
-    columns[..., 0] = left + view_start
-    columns[..., 1] = columns[..., 0] + 1
-    values = torch.empty((thickness, volume_width, m, 2), dtype=torch.float32, device=device)
-    values[..., 0] = 1.0 - frac
-    values[..., 1] = frac
-    on_detector = torch.empty((thickness, volume_width, m, 2), dtype=torch.bool, device=device)
-    on_detector[..., 0] = (left >= 0) & (left < detector_width) & (frac < 1)
-    on_detector[..., 1] = (left >= -1) & (left < detector_width - 1) & (frac > 0)
-    del left, frac
-    n_rows = thickness * volume_width
-    counts = on_detector.reshape(n_rows, -1).sum(dim=1)
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
-    crow[1:] = torch.cumsum(counts, 0)
-    nnz = int(crow[-1])
-    if m * detector_width >= 2**31 or nnz >= 2**31:
-        raise ValueError(
-            f"a projector with {nnz} entries over {m * detector_width} detector pixels is too large"
+    counts, kept_columns, kept_values = [], [], []
+    # A few sections at a time: the temporaries stay small next to the matrix itself.
+    step = max(1, (2**22) // max(1, volume_width * m))
+    for k0 in range(0, thickness, step):
+        u = z[k0 : k0 + step, None, None] * sin + x[None, :, None] * cos + detector_width // 2  # (k, nx, m)
+        left64 = torch.floor(u)
+        frac = (u - left64).to(torch.float32)
+        left = left64.to(torch.int32)
+        columns = torch.stack([left + view_start, left + view_start + 1], dim=-1)
+        values = torch.stack([1.0 - frac, frac], dim=-1)
+        on_detector = torch.stack(
+            [
+                (left >= 0) & (left < detector_width) & (frac < 1),
+                (left >= -1) & (left < detector_width - 1) & (frac > 0),
+            ],
+            dim=-1,
         )
-    if nnz == on_detector.numel():
-        kept_columns, kept_values = columns.reshape(-1), values.reshape(-1)
-    else:
-        kept_columns, kept_values = columns[on_detector], values[on_detector]
-    return _csr(crow.to(torch.int32), kept_columns, kept_values, (n_rows, m * detector_width))
+        counts.append(on_detector.reshape(-1, 2 * m).sum(dim=1))
+        kept_columns.append(columns[on_detector])
+        kept_values.append(values[on_detector])
+    n_rows = thickness * volume_width
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.cumsum(torch.cat(counts), 0)
+    if int(crow[-1]) >= 2**31:
+        raise ValueError(
+            f"a projector with {int(crow[-1])} entries is too large; reconstruct fewer rows or views"
+        )
+    return _csr(
+        crow.to(torch.int32), torch.cat(kept_columns), torch.cat(kept_values), (n_rows, m * detector_width)
+    )
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from pathlib import Path
 from types import TracebackType
@@ -234,6 +235,7 @@ class MrcWriter:
         if block.shape[1] == 0:
             return
         self._data[:, start_row:stop] = block
+        self._release_pages()
         stats = _section_stats(block)
         if self._block_counts is None:
             self._block_counts = np.zeros(self._sections, dtype=np.int64)
@@ -243,6 +245,19 @@ class MrcWriter:
             self._stats[1] = np.maximum(self._stats[1], stats[1])
             self._stats[2:] += stats[2:]
         self._block_counts += block[0].size
+
+    def _release_pages(self) -> None:
+        """Write the mapped pages to the file and drop them from this process's memory.
+
+        Without this every written page stays mapped and counts in the process's resident memory, so writing a
+        volume slab by slab would hold the whole volume; afterwards the pages live in the file (and the kernel's
+        page cache) only. Best effort: skipped where ``madvise`` is not available.
+        """
+        mapping = getattr(self._mrc.data, "_mmap", None)
+        if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        mapping.flush()
+        mapping.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> Path:
         """Finish the header, flush, and move the file to its destination; return the destination."""
