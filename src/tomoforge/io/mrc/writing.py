@@ -192,14 +192,17 @@ class MrcWriter:
                 self.path,
                 f"cannot take data of shape {np.shape(data)} at section {start} in a file of shape {self.shape}",
             )
-        try:
-            block = _cast(block, self.mode)
-        except ValueError as exc:
-            raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
+        block = self._cast(block)
         if block.shape[0] == 0:
             return
         self._data[start:stop] = block
         self._stats[:, start:stop] = _section_stats(block)
+
+    def _cast(self, block: np.ndarray) -> np.ndarray:
+        try:
+            return _cast(block, self.mode)
+        except ValueError as exc:
+            raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
 
     def write_rows(self, data: np.ndarray, start_row: int) -> None:
         """Write rows ``start_row … start_row + r − 1`` of every section: ``data`` is ``(sections, r, x)``.
@@ -228,10 +231,7 @@ class MrcWriter:
                 self.path,
                 f"cannot take rows of shape {np.shape(data)} at row {start_row} in a file of shape {self.shape}",
             )
-        try:
-            block = _cast(block, self.mode)
-        except ValueError as exc:
-            raise FormatError(self.path, f"cannot be written: {problem_text(exc)}") from exc
+        block = self._cast(block)
         if block.shape[1] == 0:
             return
         self._data[:, start_row:stop] = block
