@@ -22,7 +22,7 @@ from tomoforge.io.mrc import read_mrc, write_mrc
 from tomoforge.models import TiltSeries
 from tomoforge.steps._artifacts import read_tilt_series, write_tilt_series
 from tomoforge.steps._tomograms import read_tomograms
-from tomoforge.workflow import Project, RunOutput, StepFailedError, run_step
+from tomoforge.workflow import Artifact, Project, RunOutput, StepFailedError, get_registry, run_step
 
 BIN = 2
 THICKNESS = 58
@@ -134,6 +134,14 @@ def test_outputs_model_previews_and_summary(tiny: tuple[Project, Path, TiltSerie
         png = (wbp / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert int.from_bytes(png[16:20], "big") == shape[1] and int.from_bytes(png[20:24], "big") == shape[0]
+    spec = get_registry().get("tomogram.reconstruct")
+    assert spec.summary is not None
+    summary = spec.summary(
+        {"tomograms": Artifact(run_id=0, name="tomograms", kind="tomograms", path=wbp, token="")}
+    )["TS_01"]
+    assert isinstance(summary, dict)
+    assert summary["xy_slice"] == "TS_01_xy.png" and summary["xz_slice"] == "TS_01_xz.png"
+    assert summary["size_xyz_voxels"] == f"48 × 48 × {THICKNESS}" and summary["views_used"] == series.n_tilts
     record = json.loads((wbp / "TS_01_reconstruction.json").read_text())
     assert (
         len(record["acquisition_orders_used"]) == series.n_tilts

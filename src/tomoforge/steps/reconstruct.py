@@ -107,7 +107,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
         ts_id = record["ts_id"]
         result[ts_id] = {
             "method": record["method"],
-            "shape_zyx": record["shape_zyx"],
+            "size_xyz_voxels": " × ".join(str(n) for n in reversed(record["shape_zyx"])),
             "voxel_size_angstrom": record["voxel_size_angstrom"],
             "views_used": len(record["acquisition_orders_used"]),
             "excluded_acquisition_orders": record["excluded_acquisition_orders"],
