@@ -62,6 +62,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from tomoforge.picking.ellipsoid import ellipsoid_area, ellipsoid_closest_point
+
 __all__ = [
     "DEFAULT_LATTICE_DEPTH_ANGSTROM",
     "DEFAULT_LATTICE_SPACING_ANGSTROM",
@@ -88,75 +90,10 @@ _MAX_DOMAIN_ANGLE_RAD = 0.85  # largest angular radius of a domain: cos(φ/2) �
 # ------------------------------------------------------------------------------------------------------------
 
 
-def ellipsoid_closest_point(
-    points_local: torch.Tensor,
-    radii: torch.Tensor | np.ndarray | Sequence[float],
-    *,
-    tolerance: float = 1e-10,
-    max_iterations: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closest point on an axis-aligned ellipsoid and the exact signed distance to it.
-
-    For ``q`` and semi-axes ``a`` the closest point is ``xᵢ = aᵢ² qᵢ / (t + aᵢ²)`` where ``t`` is the root of
-    ``F(t) = Σ (aᵢ qᵢ / (t + aᵢ²))² − 1`` on ``t > −min aᵢ²``; ``t > 0`` outside, ``t < 0`` inside. ``F`` is convex
-    and decreasing there, so Newton's method started left of the root (``t₀ = maxᵢ(aᵢ|qᵢ| − aᵢ²)``, where
-    ``F(t₀) ≥ 0``) converges monotonically. Points inside deeper than the smallest radius of curvature
-    (``min a² / max a``) or on a symmetry plane of a very flat ellipsoid can have several normals through them; the
-    largest root gives the nearest one.
-
-    Parameters
-    ----------
-    points_local
-        ``(..., 3)`` points ``(x, y, z)`` in the ellipsoid's own frame (centred, axes along x, y, z), in Å.
-    radii
-        ``(3,)`` semi-axes in Å.
-    tolerance
-        Relative convergence tolerance on ``t`` (in units of ``min a²``).
-    max_iterations
-        Newton iterations at most.
-
-    Returns
-    -------
-    closest : torch.Tensor
-        ``(..., 3)`` closest points on the ellipsoid (float64, device of the input).
-    signed_distance : torch.Tensor
-        ``(...)`` distances in Å, positive outside, negative inside.
-
-    References
-    ----------
-    .. [1] D. Eberly (2013). Distance from a point to an ellipse, an ellipsoid, or a hyperellipsoid. Geometric Tools.
-    """
-    q = torch.as_tensor(points_local).to(torch.float64)
-    a = torch.as_tensor(radii, dtype=torch.float64, device=q.device)
-    a2 = a * a
-    aq = (a * q).abs()
-    t_floor = -a2.min() * (1.0 - 1e-12)
-    t = torch.clamp((aq - a2).amax(dim=-1), min=float(t_floor))
-    scale = float(a2.min())
-    for _ in range(max_iterations):
-        ratio = aq / (t.unsqueeze(-1) + a2)
-        f = (ratio * ratio).sum(-1) - 1.0
-        df = -2.0 * (ratio * ratio / (t.unsqueeze(-1) + a2)).sum(-1)
-        step = f / torch.clamp(df, max=-1e-300)
-        t = torch.clamp(t - step, min=float(t_floor))
-        if bool((step.abs() <= tolerance * scale).all()):
-            break
-    closest = a2 * q / (t.unsqueeze(-1) + a2)
-    distance = torch.linalg.vector_norm(q - closest, dim=-1)
-    return closest, torch.where(t >= 0, distance, -distance)
-
-
 def _outward_normals(points_on_surface: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """``(N, 3)`` unit outward normals of the axis-aligned ellipsoid at points on it (its own frame)."""
     g = points_on_surface / radii**2
     return g / np.linalg.norm(g, axis=-1, keepdims=True)
-
-
-def _ellipsoid_area(radii: np.ndarray) -> float:
-    """Surface area of an ellipsoid (Knud Thomsen's formula, relative error < 1.1 %)."""
-    p = 1.6075
-    a, b, c = (float(r) ** p for r in radii)
-    return 4.0 * math.pi * ((a * b + a * c + b * c) / 3.0) ** (1.0 / p)
 
 
 def random_rotation(rng: np.random.Generator, n: int | None = None) -> np.ndarray:
@@ -632,7 +569,7 @@ def lattice_on_virus(
     if depth >= 0.9 * float((radii**2).min() / radii.max()):
         raise ValueError(f"depth {depth} Å exceeds the smallest radius of curvature of the virus")
     inner_radii = radii - depth
-    area = _ellipsoid_area(inner_radii)
+    area = ellipsoid_area(torch.from_numpy(np.asarray(inner_radii, dtype=np.float64)))
     hex_area = math.sqrt(3.0) / 2.0 * spacing_angstrom**2
     n_target = int(round(coverage * area / hex_area))
     n_grow = int(math.ceil(n_target / max(1.0 - hole_fraction, 1e-6)))
