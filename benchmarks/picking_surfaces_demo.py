@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -69,9 +68,10 @@ def main() -> None:
     virus_of = np.asarray(series["particles"]["virus_ids"])
     rng = np.random.default_rng(0)
     print(
-        f"| virus | radii (Å) | hexamers | centre err median / max (Å) | radii err median / max | normal err median / p95 (°) | recall true model | recall fitted (median) | picks | fit s |"
+        "| virus | radii (Å) | hexamers | centre err median / max (Å) | radii err median / max | "
+        "normal err median / p95 (°) | recall true model | recall fitted (median) | picks | fit s | degenerate fits |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for virus in series["viruses"]:
         centre = np.asarray(virus["centre_xyz_angstrom"])
         radii = np.asarray(virus["radii_xyz_angstrom"])
@@ -81,7 +81,9 @@ def main() -> None:
             continue
         true_normals = _normals(hexamers, centre, radii, rotation)
 
-        def recall(c: np.ndarray, r: np.ndarray, rot: np.ndarray) -> tuple[float, int]:
+        def recall(
+            c: np.ndarray, r: np.ndarray, rot: np.ndarray, hexamers: np.ndarray = hexamers
+        ) -> tuple[float, int]:
             picks, _ = ellipsoid_surface_points(
                 torch.from_numpy(c),
                 torch.from_numpy(r),
@@ -94,6 +96,7 @@ def main() -> None:
 
         true_recall, _ = recall(centre, radii, rotation)
         centre_err, radius_err, normal_err, recalls, counts, seconds = [], [], [], [], [], []
+        degenerate = 0
         for _ in range(args.trials):
             local = _uniform_on_ellipsoid(radii, args.points, rng)
             noisy = local @ rotation.T + centre + rng.normal(scale=args.noise, size=local.shape)
@@ -103,6 +106,9 @@ def main() -> None:
             )
             seconds.append(time.perf_counter() - t0)
             c, r, rot = fit.centre_xyz.numpy(), fit.radii.numpy(), fit.rotation.numpy()
+            if r.max() > 3 * radii.max() or r.min() < radii.min() / 3:
+                degenerate += 1
+                continue
             centre_err.append(np.linalg.norm(c - centre))
             match = np.abs(rotation.T @ rot)  # true axis i vs fitted axis j
             order = np.argmax(match, axis=1)
@@ -118,7 +124,7 @@ def main() -> None:
             f"{np.median(centre_err):.1f} / {np.max(centre_err):.1f} | "
             f"{100 * np.median(radius_err):.1f} % / {100 * np.max(radius_err):.1f} % | "
             f"{np.median(normal_err):.2f} / {np.percentile(normal_err, 95):.2f} | {100 * true_recall:.1f} % | "
-            f"{100 * np.median(recalls):.1f} % | {int(np.median(counts))} | {np.median(seconds):.2f} |"
+            f"{100 * np.median(recalls):.1f} % | {int(np.median(counts))} | {np.median(seconds):.2f} | {degenerate} |"
         )
 
 

@@ -187,6 +187,12 @@ def fit_ellipsoid(
     EllipsoidFit
         Centre, radii (sorted as the columns of ``rotation``), rotation and the RMS orthogonal distance.
 
+    Notes
+    -----
+    Nine parameters from a handful of noisy points are poorly determined: with 10 points and 2 nm noise on a
+    50 nm virus the free fit can run off to a flat or huge ellipsoid that passes near all of them. Use
+    ``roundness_prior`` (e.g. 0.1) below about 20 points, or ``shape="sphere"``.
+
     Raises
     ------
     ValueError
@@ -307,6 +313,11 @@ def ellipsoid_surface_points(
     if bool((a <= 0).any()) or bool((a + offset <= 0).any()):
         raise ValueError(f"radii {a.tolist()} with offset {offset} leave no surface")
     n = max(4, round(ellipsoid_area(a + offset) / (math.sqrt(3.0) / 2.0 * spacing * spacing)))
+    if n > 10**6:
+        raise ValueError(
+            f"an ellipsoid of radii {[round(float(x)) for x in a]} sampled every {spacing:g} needs {n} points; "
+            "is the model (or the spacing's unit) right?"
+        )
     directions = _fibonacci_directions(n, torch.float64, c.device)
     surface = directions / torch.linalg.vector_norm(directions / a, dim=1, keepdim=True)
     normals_local = _local_normals(surface, a)

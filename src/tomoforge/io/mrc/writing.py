@@ -182,9 +182,7 @@ class MrcWriter:
         FormatError
             When the data do not fit the file's shape or mode.
         """
-        if self._tmp is None:
-            raise FormatError(self.path, "is already closed; write before closing the writer")
-        block = np.asarray(data)
+        block = self._incoming(data)
         block = block[np.newaxis] if block.ndim == 2 else block
         stop = start + block.shape[0]
         if block.ndim != 3 or block.shape[1:] != self._data.shape[1:] or start < 0 or stop > self._sections:
@@ -197,6 +195,11 @@ class MrcWriter:
             return
         self._data[start:stop] = block
         self._stats[:, start:stop] = _section_stats(block)
+
+    def _incoming(self, data: np.ndarray) -> np.ndarray:
+        if self._tmp is None:
+            raise FormatError(self.path, "is already closed; write before closing the writer")
+        return np.asarray(data)
 
     def _cast(self, block: np.ndarray) -> np.ndarray:
         try:
@@ -215,9 +218,7 @@ class MrcWriter:
         FormatError
             When the data do not fit the file's shape or mode.
         """
-        if self._tmp is None:
-            raise FormatError(self.path, "is already closed; write before closing the writer")
-        block = np.asarray(data)
+        block = self._incoming(data)
         block = block[np.newaxis] if block.ndim == 2 and self._sections == 1 else block
         stop = start_row + (block.shape[1] if block.ndim == 3 else 0)
         if (
