@@ -1,0 +1,94 @@
+"""``picking.import``: the tutorial's real Scipion coordinates land on the voxels Scipion puts them on."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from tomoforge.io.scipion.coordinates import scipion_coordinate
+from tomoforge.models import Tomogram
+from tomoforge.steps._particles import read_particles_artifact
+from tomoforge.steps._tomograms import write_tomogram_model
+from tomoforge.workflow import Project, StepFailedError, run_step
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "scipion" / "coordinates3d_TS_03_EMPIAR-10164.sqlite"
+SHAPE = (140, 928, 928)  # 928 × 928 as the tutorial's bin-4 tomograms; an even depth (odd ones: test_scipion.py)
+
+
+def _tomograms(folder: Path, names: list[str], voxel: float) -> Path:
+    """A ``tomograms`` artifact of empty (sparse) 928 × 928 × 140 volumes."""
+    folder.mkdir(parents=True)
+    for name in names:
+        path = folder / f"{name}.mrc"
+        mrcfile.new_mmap(path, SHAPE, mrc_mode=2, overwrite=True).close()
+        tomogram = Tomogram(
+            ts_id=name,
+            volume_file=path,
+            voxel_size_angstrom=voxel,
+            shape_zyx=SHAPE,
+            reconstruction_method="wbp",
+            binning=4.0,
+        )
+        write_tomogram_model(folder, tomogram)
+    return folder
+
+
+def _stored() -> tuple[np.ndarray, list[str], list[int]]:
+    """``_x, _y, _z``, ``_tomoId`` and ``_groupId`` straight from the file (no tomoforge reader involved)."""
+    with sqlite3.connect(REAL) as con:
+        rows = con.execute("select c01, c02, c03, c08, c07 from Objects order by id").fetchall()
+    return np.array([r[:3] for r in rows], dtype=np.float64), [r[3] for r in rows], [r[4] for r in rows]
+
+
+@pytest.mark.parametrize("voxel", [5.4, 10.8])
+def test_real_scipion_picks_land_on_scipions_voxels(tmp_path: Path, voxel: float) -> None:
+    """Scipion's import keeps voxel positions at the tomograms' sampling (5.4 Å in the file; bin 2 here too)."""
+    folder = _tomograms(tmp_path / "tomograms", ["TS_03", "TS_54"], voxel)
+    project = Project.init(tmp_path / "project")
+    result = run_step(project, "picking.import", {}, {"tomograms": folder, "coordinates": REAL})
+    out = result.outputs["particles"].path
+    particles = read_particles_artifact(out)
+    assert particles.count_per_tomogram() == {"TS_03": 99, "TS_54": 111}
+    stored, tomo_ids, groups = _stored()
+    corner = scipion_coordinate(stored, "BOTTOM_LEFT_CORNER", SHAPE, 5.4)  # Scipion's voxel of each pick
+    tomogram = Tomogram(
+        ts_id="TS_03", volume_file=folder / "TS_03.mrc", voxel_size_angstrom=voxel, shape_zyx=SHAPE,
+        reconstruction_method="wbp", binning=4.0,
+    )  # fmt: skip
+    ours = tomogram.position_to_index_zyx(particles.positions_angstrom())[:, ::-1]
+    np.testing.assert_allclose(ours, corner, atol=1e-6)
+    assert [p.ts_id for p in particles.particles] == tomo_ids
+    assert [p.group for p in particles.particles] == [str(g) for g in groups]
+    record = json.loads((out / "import.json").read_text())
+    assert record["dropped"] == {} and (out / "TS_54_picks.png").is_file()
+
+
+def test_unmatched_tomograms_are_dropped_and_none_is_an_error(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "project")
+    one = _tomograms(
+        tmp_path / "one", ["TS_03_bin4"], 5.4
+    )  # name containing TS_03: Scipion's rule matches it
+    result = run_step(project, "picking.import", {}, {"tomograms": one, "coordinates": REAL})
+    out = result.outputs["particles"].path
+    assert read_particles_artifact(out).count_per_tomogram() == {"TS_03_bin4": 99}
+    assert json.loads((out / "import.json").read_text())["dropped"] == {"TS_54": 111}
+    other = _tomograms(tmp_path / "other", ["TS_07"], 5.4)
+    with pytest.raises(StepFailedError, match="none of its particles"):
+        run_step(project, "picking.import", {}, {"tomograms": other, "coordinates": REAL})
+
+
+def test_sampling_file_keeps_angstrom_positions(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "project")
+    at_5 = _tomograms(tmp_path / "a", ["TS_03", "TS_54"], 5.4)
+    at_10 = _tomograms(tmp_path / "b", ["TS_03", "TS_54"], 10.8)
+    a = run_step(project, "picking.import", {}, {"tomograms": at_5, "coordinates": REAL})
+    b = run_step(project, "picking.import", {"sampling": "file"}, {"tomograms": at_10, "coordinates": REAL})
+    pa = read_particles_artifact(a.outputs["particles"].path)
+    pb = read_particles_artifact(b.outputs["particles"].path)
+    np.testing.assert_allclose(pa.positions_angstrom(), pb.positions_angstrom(), atol=1e-9)
+    np.testing.assert_allclose(pa.rotation_matrices(), pb.rotation_matrices(), atol=1e-12)
