@@ -17,7 +17,11 @@ from tomoforge.steps._tomograms import write_tomogram_model
 from tomoforge.workflow import Project, StepFailedError, run_step
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "scipion" / "coordinates3d_TS_03_EMPIAR-10164.sqlite"
-SHAPE = (140, 928, 928)  # 928 × 928 as the tutorial's bin-4 tomograms; an even depth (odd ones: test_scipion.py)
+SHAPE = (
+    140,
+    928,
+    928,
+)  # 928 × 928 as the tutorial's bin-4 tomograms; an even depth (odd ones: test_scipion.py)
 
 
 def _tomograms(folder: Path, names: list[str], voxel: float) -> Path:
