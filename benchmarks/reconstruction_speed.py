@@ -301,7 +301,7 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
     """Run the step once in this process with the kernels timed; return timings and memory."""
     import tomoforge.reconstruction as recon
     import tomoforge.steps._tomograms as tomograms
-    import tomoforge.steps.reconstruct as step_module
+    import tomoforge.steps._reconstruction_slabs as slabs
     from tomoforge.io.mrc import MrcWriter
     from tomoforge.workflow import Project, run_step
 
@@ -319,7 +319,7 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
     ):
         timers.wrap(recon, name, name)
     timers.wrap(torch.sparse, "mm", "torch.sparse.mm")
-    timers.wrap(step_module._ViewRows, "rows", "read view rows")
+    timers.wrap(slabs.ViewRows, "rows", "read view rows")
     timers.wrap(MrcWriter, "write_rows", "MrcWriter.write_rows")
     timers.wrap(MrcWriter, "close", "MrcWriter.close")
     timers.wrap(tomograms, "write_slice_pngs", "write_slice_pngs")
