@@ -300,8 +300,8 @@ class _Timers:
 def _child(config: dict[str, Any]) -> dict[str, Any]:
     """Run the step once in this process with the kernels timed; return timings and memory."""
     import tomoforge.reconstruction as recon
-    import tomoforge.steps._tomograms as tomograms
     import tomoforge.steps._reconstruction_slabs as slabs
+    import tomoforge.steps._tomograms as tomograms
     from tomoforge.io.mrc import MrcWriter
     from tomoforge.workflow import Project, run_step
 
