@@ -10,6 +10,7 @@ import mrcfile
 import numpy as np
 import pytest
 
+from tomoforge.io.convert import read_particles, tomogram_geometry
 from tomoforge.io.scipion.coordinates import scipion_coordinate
 from tomoforge.models import Tomogram
 from tomoforge.steps._particles import read_particles_artifact
@@ -70,6 +71,17 @@ def test_real_scipion_picks_land_on_scipions_voxels(tmp_path: Path, voxel: float
     assert [p.group for p in particles.particles] == [str(g) for g in groups]
     record = json.loads((out / "import.json").read_text())
     assert record["dropped"] == {} and (out / "TS_54_picks.png").is_file()
+    # The exports read back as the same particles; Scipion's stores the same voxel positions as the original file.
+    geometry = tomogram_geometry(pixel_size_angstrom=voxel, tomogram_size_xyz_px=SHAPE[::-1])
+    for name in ("particles.tbl", "coordinates.sqlite", "particles.star"):
+        again = read_particles(out / name, geometry)
+        np.testing.assert_allclose(again.positions_angstrom(), particles.positions_angstrom(), atol=1e-3)
+        np.testing.assert_allclose(again.rotation_matrices(), particles.rotation_matrices(), atol=1e-6)
+    with sqlite3.connect(out / "coordinates.sqlite") as con:
+        exported = np.array(
+            con.execute("select c01, c02, c03 from Objects order by id").fetchall(), dtype=np.float64
+        )
+    np.testing.assert_allclose(exported, stored, atol=1e-6)
 
 
 def test_unmatched_tomograms_are_dropped_and_none_is_an_error(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ A ``particles`` folder holds:
   rotations reference → tomogram, ``group`` = the virus/model a particle belongs to, ``prior_normal``);
 * ``particles.star``: the same as a RELION 5 particle STAR file (what RELION and the simulator's scorer read;
   groups numbered in ``particle_groups.json`` when their labels are not integers);
+* ``particles.tbl`` + ``tomograms.doc`` (Dynamo) and ``coordinates.sqlite`` (Scipion SetOfCoordinates3D);
 * ``<ts>_picks.png``: picks near the central section drawn over it (y up), coloured by group.
 """
 
@@ -34,11 +35,15 @@ POINT_COLUMNS = "ts_id,group,x,y,z"
 in Å from the tomogram's centre voxel."""
 
 
-def write_particles_artifact(folder: Path, particles: ParticleSet) -> None:
-    """Write ``particles.json`` and ``particles.star`` into ``folder``.
+def write_particles_artifact(
+    folder: Path, particles: ParticleSet, tomograms: Sequence[Tomogram] | None = None
+) -> None:
+    """Write ``particles.json`` and ``particles.star`` into ``folder``; with the tomograms also the Dynamo table
+    ``particles.tbl`` (tomogram ``k`` = the ``k``-th in ``ts_id`` order, listed in ``tomograms.doc``) and, when they
+    share one voxel size, Scipion's ``coordinates.sqlite`` (voxel positions at that sampling).
 
     RELION numbers groups (``rlnGroupNumber``); labels that are not all integers are numbered 1, 2, … in sorted
-    order for the STAR file, and the numbering is written to ``particle_groups.json``.
+    order for the exported files, and the numbering is written to ``particle_groups.json``.
     """
     from tomoforge.io.relion5 import write_relion_particles
     from tomoforge.workflow.fsutil import atomic_write_text
@@ -58,6 +63,22 @@ def write_particles_artifact(folder: Path, particles: ParticleSet) -> None:
         )
         atomic_write_text(folder / "particle_groups.json", json.dumps(numbers, indent=1) + "\n")
     write_relion_particles(for_star, folder / "particles.star")
+    if not tomograms:
+        return
+    from tomoforge.io.convert import TomogramGeometry, write_particles
+    from tomoforge.io.dynamo import DynamoTomogram, write_dynamo_tomogram_index
+
+    ordered = sorted(tomograms, key=lambda t: t.ts_id)
+    geometry = TomogramGeometry(
+        ordered=tuple(DynamoTomogram(t.ts_id, t.shape_zyx, t.voxel_size_angstrom) for t in ordered),
+        ts_ids=tuple(t.ts_id for t in ordered),
+    )
+    write_particles(for_star, folder / "particles.tbl", geometry)
+    write_dynamo_tomogram_index(
+        {k + 1: str(t.volume_file) for k, t in enumerate(ordered)}, folder / "tomograms.doc"
+    )
+    if len({t.voxel_size_angstrom for t in tomograms}) == 1:
+        write_particles(for_star, folder / "coordinates.sqlite", geometry)
 
 
 def read_particles_artifact(folder: Path) -> ParticleSet:

@@ -148,7 +148,7 @@ def import_particles(params: ImportParticlesParams, inputs: Inputs, ctx: RunCont
     )
     out = ctx.work_dir / "particles"
     out.mkdir()
-    write_particles_artifact(out, particles)
+    write_particles_artifact(out, particles, tomograms)
     record = {"source": str(source), "per_tomogram": particles.count_per_tomogram(), "dropped": dropped}
     atomic_write_text(out / "import.json", json.dumps(record, indent=1) + "\n")
     for tomogram in tomograms:

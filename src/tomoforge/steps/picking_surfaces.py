@@ -182,7 +182,7 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
         )
     voxel = tomograms[0].voxel_size_angstrom
     particle_set = ParticleSet(particles=particles, pixel_size_angstrom=voxel, box_size_px=params.box_size_px)
-    write_particles_artifact(out, particle_set)
+    write_particles_artifact(out, particle_set, tomograms)
     record = {"tomograms": models, "skipped": skipped}
     atomic_write_text(out / "models.json", json.dumps(record, indent=1) + "\n")
     for tomogram in tomograms:
