@@ -108,3 +108,22 @@ def test_sampling_file_keeps_angstrom_positions(tmp_path: Path) -> None:
     pb = read_particles_artifact(b.outputs["particles"].path)
     np.testing.assert_allclose(pa.positions_angstrom(), pb.positions_angstrom(), atol=1e-9)
     np.testing.assert_allclose(pa.rotation_matrices(), pb.rotation_matrices(), atol=1e-12)
+
+
+def test_csv_coordinates_in_voxels(tmp_path: Path) -> None:
+    """A CSV of corner-origin voxels comes in at those voxels, with its groups (identity orientations)."""
+    folder = _tomograms(tmp_path / "tomograms", ["TS_03"], 5.4)
+    voxels = np.array([[10.0, 20.0, 30.0], [464.0, 464.0, 70.0], [900.5, 3.25, 139.0]])
+    rows = "\n".join(f"TS_03,{g},{x},{y},{z}" for g, (x, y, z) in zip("aab", voxels, strict=True))
+    csv = tmp_path / "points.csv"
+    csv.write_text("ts_id,group,x,y,z\n" + rows + "\n", encoding="utf-8")
+    result = run_step(
+        Project.init(tmp_path / "project"), "picking.import", {}, {"tomograms": folder, "coordinates": csv}
+    )
+    particles = read_particles_artifact(result.outputs["particles"].path)
+    # Voxel (464, 464, 70) is the centre of a 928 × 928 × 140 tomogram: position 0.
+    expected = (voxels - np.array([464.0, 464.0, 70.0])) * 5.4
+    order = np.argsort([p.position_angstrom[0] for p in particles.particles])
+    np.testing.assert_allclose(particles.positions_angstrom()[order], expected, atol=1e-9)
+    assert sorted(p.group or "" for p in particles.particles) == ["a", "a", "b"]
+    np.testing.assert_allclose(particles.rotation_matrices(), np.broadcast_to(np.eye(3), (3, 3, 3)))

@@ -16,12 +16,17 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tomoforge.models import ParticleSet, Tomogram, load_json, save_json
 
+if TYPE_CHECKING:
+    from tomoforge.io.convert import TomogramGeometry
+
 __all__ = [
+    "tomograms_geometry",
     "POINT_COLUMNS",
     "draw_picks",
     "read_particles_artifact",
@@ -35,25 +40,41 @@ POINT_COLUMNS = "ts_id,group,x,y,z"
 in Å from the tomogram's centre voxel."""
 
 
+def tomograms_geometry(tomograms: Sequence[Tomogram]) -> TomogramGeometry:
+    """The geometry of the tomograms for particle files: Dynamo tomogram ``k`` is the ``k``-th in ``ts_id`` order."""
+    from tomoforge.io.convert import TomogramGeometry
+    from tomoforge.io.dynamo import DynamoTomogram
+
+    ordered = sorted(tomograms, key=lambda t: t.ts_id)
+    return TomogramGeometry(
+        ordered=tuple(DynamoTomogram(t.ts_id, t.shape_zyx, t.voxel_size_angstrom) for t in ordered),
+        ts_ids=tuple(t.ts_id for t in ordered),
+    )
+
+
 def write_particles_artifact(
-    folder: Path, particles: ParticleSet, tomograms: Sequence[Tomogram] | None = None
+    folder: Path, particles: ParticleSet, tomograms: Sequence[Tomogram], *, picture_half_depth_angstrom: float
 ) -> None:
-    """Write ``particles.json`` and ``particles.star`` into ``folder``; with the tomograms also the Dynamo table
-    ``particles.tbl`` (tomogram ``k`` = the ``k``-th in ``ts_id`` order, listed in ``tomograms.doc``) and, when they
-    share one voxel size, Scipion's ``coordinates.sqlite`` (voxel positions at that sampling).
+    """Write a ``particles`` artifact into ``folder`` (module docstring).
 
     RELION numbers groups (``rlnGroupNumber``); labels that are not all integers are numbered 1, 2, … in sorted
-    order for the exported files, and the numbering is written to ``particle_groups.json``.
+    order for the exported files, and the numbering is written to ``particle_groups.json``. Scipion's set has one
+    sampling, so ``coordinates.sqlite`` is written only when the tomograms share one voxel size. The pictures
+    show the picks within ``picture_half_depth_angstrom`` of each tomogram's central section.
     """
+    from tomoforge.io.convert import write_particles
+    from tomoforge.io.dynamo import write_dynamo_tomogram_index
+    from tomoforge.io.mrc import read_mrc
+    from tomoforge.io.png import write_png
     from tomoforge.io.relion5 import write_relion_particles
     from tomoforge.workflow.fsutil import atomic_write_text
 
     save_json(particles, folder / "particles.json")
     labels = sorted({p.group for p in particles.particles if p.group is not None})
-    for_star = particles
+    exported = particles
     if not all(label.lstrip("-").isdigit() for label in labels):
         numbers = {label: str(k + 1) for k, label in enumerate(labels)}
-        for_star = particles.model_copy(
+        exported = particles.model_copy(
             update={
                 "particles": [
                     p if p.group is None else p.model_copy(update={"group": numbers[p.group]})
@@ -62,23 +83,18 @@ def write_particles_artifact(
             }
         )
         atomic_write_text(folder / "particle_groups.json", json.dumps(numbers, indent=1) + "\n")
-    write_relion_particles(for_star, folder / "particles.star")
-    if not tomograms:
-        return
-    from tomoforge.io.convert import TomogramGeometry, write_particles
-    from tomoforge.io.dynamo import DynamoTomogram, write_dynamo_tomogram_index
-
-    ordered = sorted(tomograms, key=lambda t: t.ts_id)
-    geometry = TomogramGeometry(
-        ordered=tuple(DynamoTomogram(t.ts_id, t.shape_zyx, t.voxel_size_angstrom) for t in ordered),
-        ts_ids=tuple(t.ts_id for t in ordered),
-    )
-    write_particles(for_star, folder / "particles.tbl", geometry)
-    write_dynamo_tomogram_index(
-        {k + 1: str(t.volume_file) for k, t in enumerate(ordered)}, folder / "tomograms.doc"
-    )
+    write_relion_particles(exported, folder / "particles.star")
+    geometry = tomograms_geometry(tomograms)
+    write_particles(exported, folder / "particles.tbl", geometry)
+    volumes = {k + 1: str(t.volume_file) for k, t in enumerate(sorted(tomograms, key=lambda t: t.ts_id))}
+    write_dynamo_tomogram_index(volumes, folder / "tomograms.doc")
     if len({t.voxel_size_angstrom for t in tomograms}) == 1:
-        write_particles(for_star, folder / "coordinates.sqlite", geometry)
+        write_particles(exported, folder / "coordinates.sqlite", geometry)
+    for tomogram in tomograms:
+        picture = draw_picks(
+            read_mrc(tomogram.volume_file).data, tomogram, particles, picture_half_depth_angstrom
+        )
+        write_png(picture, folder / f"{tomogram.ts_id}_picks.png", origin="lower")
 
 
 def read_particles_artifact(folder: Path) -> ParticleSet:
@@ -128,14 +144,9 @@ def read_points(path: Path, tomograms: Sequence[Tomogram]) -> dict[tuple[str, st
     by_id = {t.ts_id: t for t in tomograms}
     if path.suffix.lower() == ".csv":
         return _csv_points(path, by_id)
-    from tomoforge.io.convert import read_particles, tomogram_geometry
+    from tomoforge.io.convert import read_particles
 
-    geometry = tomogram_geometry()
-    if len({t.voxel_size_angstrom for t in tomograms}) == 1 and len({t.shape_zyx for t in tomograms}) == 1:
-        t = tomograms[0]
-        geometry = tomogram_geometry(
-            pixel_size_angstrom=t.voxel_size_angstrom, tomogram_size_xyz_px=tuple(reversed(t.shape_zyx))
-        )
+    geometry = tomograms_geometry(tomograms)
     particles = read_particles(path, geometry)
     points: dict[tuple[str, str], list[np.ndarray]] = {}
     for p in particles.particles:

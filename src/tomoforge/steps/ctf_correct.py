@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from tomoforge.steps._device import device_problems, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 if TYPE_CHECKING:
@@ -90,13 +91,7 @@ def aligned_astigmatism_angle_deg(transform: TiltTransform, raw_angle_deg: float
 
 
 def _validate(params: CtfCorrectParams, inputs: Inputs) -> list[str]:
-    problems = []
-    if params.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append("device is 'cuda' but no CUDA GPU is available.")
-    return problems
+    return device_problems(params.device)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -275,17 +270,13 @@ def _carry_sidecars(source: Path, out: Path, series: TiltSeries, present: list[T
 )
 def ctf_correct(params: CtfCorrectParams, inputs: Inputs, ctx: RunContext) -> dict[str, Path]:
     """Interpolate the present views through their alignment and correct them for the CTF (IMOD ctfphaseflip)."""
-    import torch
 
     from tomoforge.io.imod.tlt import write_tlt
     from tomoforge.models import TiltSeries
     from tomoforge.steps._alignment_io import write_aligned_stack
     from tomoforge.steps._artifacts import read_tilt_series, write_tilt_series
 
-    if params.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(params.device)
+    device = resolve_device(params.device)
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
     out.mkdir()

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from tomoforge.steps._device import device_problems, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["CtfEstimateParams", "estimate_tilt_series_ctf"]
@@ -89,12 +90,7 @@ class CtfEstimateParams(BaseModel):
 
 
 def _validate(params: CtfEstimateParams, inputs: Inputs) -> list[str]:
-    if params.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return ["device is 'cuda' but no CUDA GPU is available."]
-    return []
+    return device_problems(params.device)
 
 
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
@@ -247,9 +243,7 @@ def estimate_tilt_series_ctf(params: CtfEstimateParams, inputs: Inputs, ctx: Run
     from tomoforge.steps._ctf_plots import ctf_series_svg, psd_montage
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device
-    )
+    device = resolve_device(params.device)
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
     out.mkdir()

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tomoforge.steps._device import device_problems, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["MotionCorrectionParams", "motion_correct"]
@@ -130,11 +131,7 @@ def _validate(params: MotionCorrectionParams, inputs: Inputs) -> list[str]:
         )
     if params.patches_x * params.patches_y == 2:
         problems.append("local motion needs at least 3 patches (e.g. patches_x 2 and patches_y 2), not 2.")
-    if params.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append("device is 'cuda' but no CUDA GPU is available.")
+    problems += device_problems(params.device)
     return problems
 
 
@@ -279,10 +276,7 @@ def motion_correct(params: MotionCorrectionParams, inputs: Inputs, ctx: RunConte
         write_tilt_series,
     )
 
-    if params.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(params.device)
+    device = resolve_device(params.device)
     gain = _load_gain(inputs.path("gain")) if "gain" in inputs else None
     flip = None if params.gain_flip == "none" else params.gain_flip
     use_patches = params.patches_x * params.patches_y > 1

@@ -66,32 +66,20 @@ def _match(name: str, tomograms: list[Tomogram]) -> Tomogram | None:
 
 
 def _read(path: Path, tomograms: list[Tomogram], params: ImportParticlesParams) -> ParticleSet:
-    import numpy as np
-
-    from tomoforge.io.convert import TomogramGeometry, read_particles
-    from tomoforge.io.dynamo import DynamoTomogram
-    from tomoforge.models import ParticleSet
-    from tomoforge.steps._particles import read_points
+    from tomoforge.io.convert import read_particles
+    from tomoforge.models import Particle, ParticleSet
+    from tomoforge.steps._particles import read_points, tomograms_geometry
 
     if path.suffix.lower() == ".csv":
         points = read_points(path, tomograms)
-        ts_ids = [key[0] for key, xyz in points.items() for _ in range(len(xyz))]
-        particles = ParticleSet.from_arrays(ts_ids, np.concatenate(list(points.values())))
-        groups = [key[1] for key, xyz in points.items() for _ in range(len(xyz))]
-        return particles.model_copy(
-            update={
-                "particles": [
-                    p.model_copy(update={"group": g})
-                    for p, g in zip(particles.particles, groups, strict=True)
-                ]
-            }
+        return ParticleSet(
+            particles=[
+                Particle(ts_id=ts_id, position_angstrom=tuple(float(v) for v in xyz), group=group)  # type: ignore[arg-type]
+                for (ts_id, group), block in points.items()
+                for xyz in block
+            ]
         )
-    ordered = sorted(tomograms, key=lambda t: t.ts_id)
-    geometry = TomogramGeometry(
-        ordered=tuple(DynamoTomogram(t.ts_id, t.shape_zyx, t.voxel_size_angstrom) for t in ordered),
-        ts_ids=tuple(t.ts_id for t in ordered),
-    )
-    return read_particles(path, geometry, dynamo_one_based=params.dynamo_one_based)
+    return read_particles(path, tomograms_geometry(tomograms), dynamo_one_based=params.dynamo_one_based)
 
 
 @step(
@@ -109,10 +97,8 @@ def _read(path: Path, tomograms: list[Tomogram], params: ImportParticlesParams) 
 )
 def import_particles(params: ImportParticlesParams, inputs: Inputs, ctx: RunContext) -> dict[str, Path]:
     """Import particles (positions, orientations, groups) and match them to the tomograms."""
-    from tomoforge.io.mrc import read_mrc
-    from tomoforge.io.png import write_png
     from tomoforge.models import ParticleSet
-    from tomoforge.steps._particles import draw_picks, write_particles_artifact
+    from tomoforge.steps._particles import write_particles_artifact
     from tomoforge.steps._tomograms import read_tomograms
     from tomoforge.workflow.fsutil import atomic_write_text
 
@@ -148,14 +134,9 @@ def import_particles(params: ImportParticlesParams, inputs: Inputs, ctx: RunCont
     )
     out = ctx.work_dir / "particles"
     out.mkdir()
-    write_particles_artifact(out, particles, tomograms)
+    write_particles_artifact(out, particles, tomograms, picture_half_depth_angstrom=50.0)
     record = {"source": str(source), "per_tomogram": particles.count_per_tomogram(), "dropped": dropped}
     atomic_write_text(out / "import.json", json.dumps(record, indent=1) + "\n")
-    for tomogram in tomograms:
-        picture = draw_picks(
-            read_mrc(tomogram.volume_file).data, tomogram, particles, half_depth_angstrom=50.0
-        )
-        write_png(picture, out / f"{tomogram.ts_id}_picks.png", origin="lower")
     ctx.logger.info(
         "imported %d particles from %s (%d dropped)", len(kept), source.name, sum(dropped.values())
     )

@@ -109,11 +109,9 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
     import numpy as np
     import torch
 
-    from tomoforge.io.mrc import read_mrc
-    from tomoforge.io.png import write_png
     from tomoforge.models import Particle, ParticleSet
     from tomoforge.picking import ellipsoid_surface_points, fit_ellipsoid, orientations_along_normals
-    from tomoforge.steps._particles import draw_picks, read_points, write_particles_artifact
+    from tomoforge.steps._particles import read_points, write_particles_artifact
     from tomoforge.steps._tomograms import read_tomograms
     from tomoforge.workflow.fsutil import atomic_write_text
 
@@ -182,11 +180,9 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
         )
     voxel = tomograms[0].voxel_size_angstrom
     particle_set = ParticleSet(particles=particles, pixel_size_angstrom=voxel, box_size_px=params.box_size_px)
-    write_particles_artifact(out, particle_set, tomograms)
+    write_particles_artifact(
+        out, particle_set, tomograms, picture_half_depth_angstrom=params.spacing_angstrom / 2
+    )
     record = {"tomograms": models, "skipped": skipped}
     atomic_write_text(out / "models.json", json.dumps(record, indent=1) + "\n")
-    for tomogram in tomograms:
-        volume = read_mrc(tomogram.volume_file).data
-        picture = draw_picks(volume, tomogram, particle_set, half_depth_angstrom=params.spacing_angstrom / 2)
-        write_png(picture, out / f"{tomogram.ts_id}_picks.png", origin="lower")
     return {"particles": out}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tomoforge.steps._device import device_problems, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 if TYPE_CHECKING:
@@ -88,11 +89,7 @@ def _validate(params: ReconstructParams, inputs: Inputs) -> list[str]:
     problems = []
     if params.y_stop and params.y_stop <= params.y_start:
         problems.append(f"y_stop ({params.y_stop}) must be larger than y_start ({params.y_start}).")
-    if params.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append("device is 'cuda' but no CUDA GPU is available.")
+    problems += device_problems(params.device)
     return problems
 
 
@@ -201,8 +198,6 @@ def reconstruct_tomograms(params: ReconstructParams, inputs: Inputs, ctx: RunCon
     """Reconstruct a tomogram per tilt series by WBP or SIRT from its present aligned views (tomo3d, IMOD tilt)."""
     import shutil
 
-    import torch
-
     from tomoforge.io.mrc import read_mrc
     from tomoforge.models import Tomogram
     from tomoforge.steps._artifacts import read_tilt_series
@@ -210,10 +205,7 @@ def reconstruct_tomograms(params: ReconstructParams, inputs: Inputs, ctx: RunCon
     from tomoforge.steps._tomograms import write_slice_pngs, write_tomogram_model
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    if params.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(params.device)
+    device = resolve_device(params.device)
     out = ctx.work_dir / "tomograms"
     out.mkdir()
     scratch = ctx.work_dir / "scratch"

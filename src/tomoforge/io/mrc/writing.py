@@ -194,6 +194,7 @@ class MrcWriter:
         if block.shape[0] == 0:
             return
         self._data[start:stop] = block
+        self._release_pages()
         self._stats[:, start:stop] = _section_stats(block)
 
     def _incoming(self, data: np.ndarray) -> np.ndarray:
@@ -251,8 +252,8 @@ class MrcWriter:
         """Write the mapped pages to the file and drop them from this process's memory.
 
         Without this every written page stays mapped and counts in the process's resident memory, so writing a
-        volume slab by slab would hold the whole volume; afterwards the pages live in the file (and the kernel's
-        page cache) only. Best effort: skipped where ``madvise`` is not available.
+        stack image by image or a volume slab by slab would hold all of it; afterwards the pages live in the file
+        (and the kernel's page cache) only. Best effort: skipped where ``madvise`` is not available.
         """
         mapping = getattr(self._mrc.data, "_mmap", None)
         if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
