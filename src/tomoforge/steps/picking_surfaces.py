@@ -22,23 +22,17 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from tomoforge.steps._placement import PlacementParams
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["SurfacePickingParams", "pick_on_surfaces"]
 
 
-class SurfacePickingParams(BaseModel):
-    """Parameters of ``picking.surfaces`` (Dynamo model-workflow terms in brackets)."""
+class SurfacePickingParams(PlacementParams):
+    """Parameters of ``picking.surfaces``: the fit, then where the picks go (:class:`PlacementParams`)."""
 
-    spacing_angstrom: float = Field(
-        60.0, gt=0, description="Distance between neighbouring picks in Å (crop mesh)."
-    )
-    offset_angstrom: float = Field(
-        0.0,
-        description="Distance of the picks from the fitted surface along the outward normal, Å (negative: inside).",
-    )
     shape: Literal["ellipsoid", "sphere"] = Field(
         "ellipsoid", description="Model fitted to each group of points."
     )
@@ -48,17 +42,7 @@ class SurfacePickingParams(BaseModel):
         description="Standard deviation of the log radii about their mean for the ellipsoid fit (0: none); keeps fits "
         "from a handful of points near-spherical.",
     )
-    direction: Literal["outward", "inward"] = Field(
-        "outward", description="Which way the particles' z axis points along the normal."
-    )
-    spin: Literal["random", "zero"] = Field(
-        "random", description="In-plane angle about the normal (narot): random (seeded) or 0."
-    )
-    seed: int = Field(0, description="Seed of the random spins.")
     min_points: int = Field(6, ge=4, description="Groups with fewer points are skipped (and reported).")
-    box_size_px: int | None = Field(
-        None, ge=1, description="Box size recorded with the particles (display only)."
-    )
 
 
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
@@ -110,8 +94,9 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
     import torch
 
     from tomoforge.models import Particle, ParticleSet
-    from tomoforge.picking import ellipsoid_surface_points, fit_ellipsoid, orientations_along_normals
+    from tomoforge.picking import fit_ellipsoid
     from tomoforge.steps._particles import read_points, write_particles_artifact
+    from tomoforge.steps._placement import model_record, place_particles
     from tomoforge.steps._tomograms import read_tomograms
     from tomoforge.workflow.fsutil import atomic_write_text
 
@@ -133,42 +118,9 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
         fit = fit_ellipsoid(
             torch.from_numpy(xyz), shape=params.shape, roundness_prior=params.roundness_prior or None
         )
-        positions, normals = ellipsoid_surface_points(
-            fit.centre_xyz,
-            fit.radii,
-            fit.rotation,
-            spacing=params.spacing_angstrom,
-            offset=params.offset_angstrom,
-        )
-        spins = (
-            rng.uniform(-180.0, 180.0, len(positions))
-            if params.spin == "random"
-            else np.zeros(len(positions))
-        )
-        rotations = orientations_along_normals(
-            normals, spin_deg=torch.from_numpy(spins), inward=params.direction == "inward"
-        ).numpy()
-        for position, rotation, normal in zip(positions.numpy(), rotations, normals.numpy(), strict=True):
-            particles.append(
-                Particle(
-                    ts_id=ts_id,
-                    position_angstrom=tuple(float(v) for v in position),  # type: ignore[arg-type]
-                    rotation_matrix=tuple(tuple(float(v) for v in row) for row in rotation),  # type: ignore[arg-type]
-                    group=group,
-                    prior_normal=tuple(float(v) for v in normal),  # type: ignore[arg-type]
-                )
-            )
-        models[ts_id].append(
-            {
-                "group": group,
-                "points": len(xyz),
-                "centre_angstrom": fit.centre_xyz.tolist(),
-                "radii_angstrom": fit.radii.tolist(),
-                "rotation": fit.rotation.tolist(),
-                "rms_distance_angstrom": fit.rms_distance,
-                "picks": len(positions),
-            }
-        )
+        placed = place_particles(ts_id, group, fit, params, rng)
+        particles.extend(placed)
+        models[ts_id].append(model_record(group, fit, len(placed), points=len(xyz)))
         ctx.logger.info(
             "%s model %s: %d points, radii %s Å, RMS %.1f Å, %d picks",
             ts_id,
@@ -176,7 +128,7 @@ def pick_on_surfaces(params: SurfacePickingParams, inputs: Inputs, ctx: RunConte
             len(xyz),
             "/".join(f"{r:.0f}" for r in fit.radii.tolist()),
             fit.rms_distance,
-            len(positions),
+            len(placed),
         )
     voxel = tomograms[0].voxel_size_angstrom
     particle_set = ParticleSet(particles=particles, pixel_size_angstrom=voxel, box_size_px=params.box_size_px)
