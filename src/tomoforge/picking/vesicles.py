@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 
+from tomoforge.fourier.windows import fast_fft_size
 from tomoforge.picking.ellipsoid import EllipsoidFit, ellipsoid_closest_point, fit_ellipsoid
 
 __all__ = ["Vesicle", "find_vesicles", "shell_scores", "trace_layer"]
@@ -50,19 +51,6 @@ def _grid_xyz(shape_zyx: tuple[int, int, int], device: torch.device) -> torch.Te
     ]  # wrapped offsets
     zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([xx, yy, zz], dim=-1)
-
-
-def _fast_size(n: int) -> int:
-    """Smallest ``m ≥ n`` whose prime factors are 2, 3 and 5 (fast FFT lengths)."""
-    m = n
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
 
 
 def shell_scores(
@@ -101,7 +89,7 @@ def shell_scores(
     # Zero padding by the largest shell: the correlation does not wrap around, so opposite faces of the
     # tomogram do not meet as a false edge.
     pad = int(math.ceil(max(radii_px) + 3 * width_px))
-    padded = [_fast_size(n + 2 * pad) for n in shape]
+    padded = [fast_fft_size(n + 2 * pad) for n in shape]
     data = torch.nn.functional.pad(
         data,
         tuple(v for n, m in zip(reversed(shape), reversed(padded), strict=True) for v in (pad, m - n - pad)),
