@@ -51,7 +51,9 @@ def _surface_errors(model: dict[str, list], virus: dict[str, list], rotation: np
     moved = positions.numpy() @ rotation.T + shift
     frame = np.array(virus["rotation"])
     local = torch.from_numpy((moved - np.array(virus["centre_xyz_angstrom"])) @ frame)
-    _, distance = ellipsoid_closest_point(local, torch.tensor(virus["radii_xyz_angstrom"], dtype=torch.float64))
+    _, distance = ellipsoid_closest_point(
+        local, torch.tensor(virus["radii_xyz_angstrom"], dtype=torch.float64)
+    )
     signed = distance.numpy() + LATTICE_DEPTH
     visible = np.abs((normals.numpy() @ rotation.T)[:, 2]) <= np.sin(np.radians(50.0))
     return signed, signed[visible]

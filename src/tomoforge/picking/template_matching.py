@@ -287,10 +287,11 @@ def find_peaks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Peaks of a score map, strongest first: ``(k, 3)`` voxel indices (z, y, x) and their scores.
 
-    A peak is the maximum of the cube of side ``2·min_distance + 1`` around it, above ``threshold``; a weaker peak
-    closer than ``min_distance`` to a kept one is dropped.
+    A peak is above ``threshold`` and the maximum of the cube inscribed in the sphere of radius ``min_distance``
+    around it (half-side ``min_distance / √3``: a larger cube would hide a neighbour of a dense lattice standing at
+    its corner); then, strongest first, a peak closer than ``min_distance`` to a kept one is dropped.
     """
-    size = 2 * int(math.ceil(min_distance_px)) + 1
+    size = 2 * max(1, int(min_distance_px / math.sqrt(3.0))) + 1
     pooled = score[None, None]
     for kernel in ((size, 1, 1), (1, size, 1), (1, 1, size)):
         pooled = torch.nn.functional.max_pool3d(
@@ -300,16 +301,32 @@ def find_peaks(
     values = score[tuple(candidates.T)]
     order = torch.argsort(values, descending=True)
     candidates, values = candidates[order], values[order]
+    # Greedy suppression with a grid of cells min_distance wide: only the 27 cells around a candidate can hold a
+    # kept peak closer than min_distance.
     kept: list[int] = []
-    positions = candidates.to(torch.float32)
-    for i in range(len(candidates)):
+    cells: dict[tuple[int, int, int], list[tuple[float, float, float]]] = {}
+    cell = max(min_distance_px, 1e-6)
+    limit = min_distance_px * min_distance_px
+    for i, (z, y, x) in enumerate(candidates.tolist()):
         if max_peaks is not None and len(kept) >= max_peaks:
             break
-        if kept and bool(
-            (torch.linalg.vector_norm(positions[kept] - positions[i], dim=1) < min_distance_px).any()
-        ):
+        key = (int(z // cell), int(y // cell), int(x // cell))
+        near = False
+        for dz in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    for pz, py, px in cells.get((key[0] + dz, key[1] + dy, key[2] + dx), ()):
+                        if (pz - z) ** 2 + (py - y) ** 2 + (px - x) ** 2 < limit:
+                            near = True
+                            break
+                    if near:
+                        break
+                if near:
+                    break
+        if near:
             continue
         kept.append(i)
+        cells.setdefault(key, []).append((float(z), float(y), float(x)))
     chosen = torch.tensor(kept, dtype=torch.int64)
     return candidates[chosen], values[chosen]
 

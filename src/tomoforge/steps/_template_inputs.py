@@ -84,12 +84,9 @@ def prepare_reference(
     else:
         offsets = torch.arange(box, dtype=torch.float32) - box // 2
         zz, yy, xx = torch.meshgrid(offsets, offsets, offsets, indexing="ij")
-        r = torch.sqrt(xx * xx + yy * yy + zz * zz).flatten()
-        positive = template.flatten().clamp(min=0.0)
-        order = torch.argsort(r)
-        cumulative = torch.cumsum(positive[order], 0)
-        inside = int(torch.searchsorted(cumulative, 0.99 * cumulative[-1]))
-        radius = float(r[order][min(inside, len(r) - 1)]) + 1.0
+        r = torch.sqrt(xx * xx + yy * yy + zz * zz)
+        dense = template > 0.1 * template.max()
+        radius = float(r[dense].max()) + 1.0 if bool(dense.any()) else box / 2.0
     return template, weight, min(radius, box / 2.0)
 
 

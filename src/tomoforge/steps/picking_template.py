@@ -41,7 +41,7 @@ class TemplateMatchingParams(BaseModel):
         None,
         gt=0,
         description="Radius of the spherical mask the correlation is computed under, Å; by default the smallest "
-        "sphere holding 99 % of the reference's positive density, plus a voxel.",
+        "sphere holding every voxel of the reference above 10 % of its maximum, plus a voxel.",
     )
     dense_is_dark: bool = Field(
         True, description="Dense matter is dark in the tomogram (images); False for a density map."
@@ -124,7 +124,7 @@ def _methods(params: TemplateMatchingParams) -> str:
 
 @step(
     name="picking.template",
-    version="1",
+    version="2",
     inputs={
         "tomograms": InputSpec(kind="tomograms", description="The tomograms to search."),
         "reference": InputSpec(kind="any", description="The reference map (MRC, density positive)."),
