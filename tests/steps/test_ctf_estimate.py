@@ -113,7 +113,7 @@ def test_view_geometry_follows_the_stack(estimated: tuple[Project, Path, Path, d
 
     from tomoforge.geometry import projection_matrices, projection_matrices_from_xf
     from tomoforge.models import TiltTransform
-    from tomoforge.steps.ctf_estimate import _projection_matrix
+    from tomoforge.steps._alignment_io import view_projection_matrix as _projection_matrix
 
     _, _, folder, _ = estimated
     (series,) = read_tilt_series(folder)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tomoforge.io.imod import read_tlt, read_xf, xf_to_transforms
+from tiny_series import true_tiny_series
 from tomoforge.io.mrc import read_mrc, write_mrc
 from tomoforge.models import TiltSeries
-from tomoforge.steps._artifacts import read_tilt_series, write_tilt_series
+from tomoforge.steps._artifacts import write_tilt_series
 from tomoforge.steps._tomograms import read_tomograms
-from tomoforge.workflow import Artifact, Project, RunOutput, StepFailedError, get_registry, run_step
+from tomoforge.workflow import Artifact, Project, StepFailedError, get_registry, run_step
 
 BIN = 2
 THICKNESS = 58
@@ -31,29 +31,10 @@ THICKNESS = 58
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, TiltSeries]:
     """Project, truth folder and the motion-corrected tiny series with its true transforms and tilt angles."""
-    from tomoforge.simulate import generate_dataset, preset_config
-
     data = tmp_path_factory.mktemp("reconstruct_data")
-    generate_dataset(preset_config("tiny"), data)
     project = Project.init(tmp_path_factory.mktemp("reconstruct") / "project")
-    imported = run_step(project, "import.movies", {}, {"movies": data / "frames"})
-    corrected = run_step(
-        project, "motion.correct", {"even_odd": True}, {"movies": RunOutput(imported.run.id, "movies")}
-    )
-    (series,) = read_tilt_series(corrected.outputs["tilt_series"].path)
-    truth = data / "truth"
-    h, w = series.image_shape_yx or (0, 0)
-    transforms = xf_to_transforms(
-        read_xf(truth / "alignment" / "TS_01.xf"), series.pixel_size_angstrom, (w, h)
-    )
-    angles = read_tlt(truth / "alignment" / "TS_01.tlt")
-    tilts = [
-        t.model_copy(
-            update={"transform": transforms[t.index], "refined_tilt_angle_deg": float(angles[t.index])}
-        )
-        for t in series.tilts
-    ]
-    return project, truth, series.model_copy(update={"tilts": tilts})
+    truth, series = true_tiny_series(data, project, even_odd=True)
+    return project, truth, series
 
 
 def _folder(base: Path, series: TiltSeries, **changes: object) -> Path:

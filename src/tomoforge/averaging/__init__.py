@@ -1,5 +1,12 @@
-"""Subtomogram-averaging kernels: Fourier-slice reconstruction of maps from particle images of known geometry."""
+"""Subtomogram-averaging kernels: Fourier-slice reconstruction of maps from particle images of known geometry,
+particle reconstruction from tilt images with gold-standard half maps, and the FSC."""
 
+from tomoforge.averaging.fsc import (
+    fourier_shell_correlation,
+    fsc_resolution_angstrom,
+    shell_frequencies_per_angstrom,
+    soft_sphere_mask,
+)
 from tomoforge.averaging.insert import (
     accumulator_shape,
     insert_slices,
@@ -10,8 +17,12 @@ from tomoforge.averaging.insert import (
 
 __all__ = [
     "accumulator_shape",
+    "fourier_shell_correlation",
+    "fsc_resolution_angstrom",
     "insert_slices",
     "reconstruct",
+    "shell_frequencies_per_angstrom",
+    "soft_sphere_mask",
     "symmetrize_accumulators",
     "symmetry_rotations",
 ]

@@ -50,19 +50,21 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from tomoforge.averaging import accumulator_shape, insert_slices, reconstruct, symmetrize_accumulators
-from tomoforge.averaging import symmetry_rotations as point_group
-from tomoforge.ctf import ctf_2d
+from tomoforge.averaging.particles import (
+    Optics,
+    ParticleAccumulators,
+    insert_tilt_particles,
+    reconstruct_half_maps,
+)
 from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
 from tomoforge.fourier import frame_dose_weights as fourier_frame_dose_weights
-from tomoforge.geometry import point_defocus_angstrom, project_points, projection_matrices_from_xf
+from tomoforge.geometry import projection_matrices_from_xf
 from tomoforge.io._atomic import write_text_atomic
 from tomoforge.io.convert import read_alignment
 from tomoforge.io.imod import imod_defocus_to_ctf, read_imod_defocus
@@ -70,7 +72,6 @@ from tomoforge.io.mdoc import read_tilt_series_mdoc
 from tomoforge.io.movies import open_movie
 from tomoforge.io.mrc import read_mrc, write_mrc
 from tomoforge.io.relion5 import read_relion_particles
-from tomoforge.models import CtfParameters
 from tomoforge.simulate.detector import detector_mtf, mtf_at
 from tomoforge.simulate.imaging import interaction_constant_rad_per_volt_angstrom
 from tomoforge.simulate.scoring.maps import (
@@ -78,7 +79,6 @@ from tomoforge.simulate.scoring.maps import (
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
-    soft_sphere_mask,
 )
 from tomoforge.simulate.scoring.motion import read_motion_csv
 
@@ -97,48 +97,13 @@ __all__ = [
     "tilt_transfer_and_weights",
 ]
 
+OracleAccumulators = ParticleAccumulators
+"""The accumulators of the oracle (:class:`tomoforge.averaging.particles.ParticleAccumulators`)."""
+
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(ts_id, tilts_done, n_tilts)``, called after every tilt."""
 
-_MASK_RADIUS_FRACTION = 0.42  # of the box edge, as score_map
-_MASK_EDGE_FRACTION = 0.06
 _ENVELOPE_ANGSTROM = 5.0  # low-pass, dilation (×2) and edge widths of the true map's envelope
-
-
-@dataclass(frozen=True)
-class Optics:
-    """Microscope constants of the CTF (CONVENTIONS.md §5, §8)."""
-
-    voltage_kv: float
-    spherical_aberration_mm: float
-    amplitude_contrast: float
-    b_factor_angstrom2: float = 0.0
-
-
-@dataclass
-class OracleAccumulators:
-    """Fourier accumulators ``(data_sum, weight_sum)`` per half set, and counts of the views inserted."""
-
-    box_size_px: int
-    pad_factor: int = 2
-    oversample_images: bool = False
-    device: torch.device | str | None = None
-    halves: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    n_views: int = 0
-    n_views_outside: int = 0
-
-    def __post_init__(self) -> None:
-        shape = accumulator_shape(self.box_size_px, self.pad_factor)
-        for half in (1, 2):
-            self.halves[half] = (
-                torch.zeros(shape, dtype=torch.complex64, device=self.device),
-                torch.zeros(shape, dtype=torch.float32, device=self.device),
-            )
-
-    @property
-    def transform_size(self) -> int:
-        """Edge of the grid the boxes are transformed on (the CTF's grid)."""
-        return self.box_size_px * self.pad_factor if self.oversample_images else self.box_size_px
 
 
 class OracleAverage(NamedTuple):
@@ -316,138 +281,9 @@ def tilt_transfer_and_weights(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def insert_tilt_particles(
-    accumulators: OracleAccumulators,
-    image: torch.Tensor,
-    *,
-    projection_matrix: torch.Tensor,
-    positions_xyz_px: torch.Tensor,
-    rotations: torch.Tensor,
-    half_sets: torch.Tensor,
-    defocus: CtfParameters,
-    optics: Optics,
-    pixel_size_angstrom: float,
-    handedness: int = 1,
-    transfer: torch.Tensor | None = None,
-    weights: torch.Tensor | None = None,
-) -> int:
-    """Extract the particles of one tilt image and insert them into the half-set accumulators.
-
-    Parameters
-    ----------
-    accumulators
-        Updated in place.
-    image
-        ``(H, W)`` tilt image in projection units (``Σ_z V``, the particle's CTF not corrected), centre ``N // 2``.
-    projection_matrix
-        ``(3, 4)`` view of this tilt in pixels of the image (CONVENTIONS.md §7), e.g. from
-        :func:`tomoforge.geometry.projection_matrices_from_xf`.
-    positions_xyz_px
-        ``(n, 3)`` particle centres in pixels from the tomogram centre.
-    rotations
-        ``(n, 3, 3)`` particle rotations, reference → tomogram (CONVENTIONS.md §4).
-    half_sets
-        ``(n,)`` 1 or 2.
-    defocus
-        The tilt's CTF at the tomogram centre's height.
-    optics
-        Microscope constants.
-    pixel_size_angstrom
-        Pixel of the image.
-    handedness
-        Defocus handedness (CONVENTIONS.md §8).
-    transfer, weights
-        ``(g, g // 2 + 1)`` extra transfer multiplying the CTF and noise weight of this tilt
-        (:func:`tilt_transfer_and_weights`) on the grid of :attr:`OracleAccumulators.transform_size`; None: 1.
-
-    Returns
-    -------
-    int
-        Number of particles inserted (those whose box lies wholly inside the image).
-    """
-    b, g = accumulators.box_size_px, accumulators.transform_size
-    h, w = (int(s) for s in image.shape)
-    device = image.device
-    matrix = projection_matrix.to(device=device, dtype=torch.float64)
-    projected = project_points(positions_xyz_px.to(device=device, dtype=torch.float64), matrix)
-    centre = torch.stack([projected[:, 0] + w // 2, projected[:, 1] + h // 2], dim=-1)
-    nearest = torch.round(centre)
-    corner = nearest.to(torch.int64) - b // 2
-    inside = (corner >= 0).all(dim=-1) & (corner[:, 0] + b <= w) & (corner[:, 1] + b <= h)
-    accumulators.n_views_outside += int((~inside).sum())
-    keep = torch.nonzero(inside).squeeze(1)
-    if keep.numel() == 0:
-        return 0
-    steps = torch.arange(b, device=device)
-    rows = (corner[keep, 1, None] + steps)[:, :, None]
-    cols = (corner[keep, 0, None] + steps)[:, None, :]
-    boxes = image[rows, cols].to(torch.float32)
-    shifts = (nearest[keep] - centre[keep]).to(torch.float32)  # moves the particle onto the box centre
-    depth = projected[keep, 2]
-
-    def at_depth(value: float) -> torch.Tensor:
-        return point_defocus_angstrom(value, depth, pixel_size_angstrom, handedness)
-
-    ctf = ctf_2d(
-        defocus_u_angstrom=at_depth(defocus.defocus_u_angstrom),
-        defocus_v_angstrom=at_depth(defocus.defocus_v_angstrom),
-        astigmatism_angle_deg=defocus.astigmatism_angle_deg,
-        voltage_kv=optics.voltage_kv,
-        spherical_aberration_mm=optics.spherical_aberration_mm,
-        amplitude_contrast=optics.amplitude_contrast,
-        phase_shift_deg=defocus.phase_shift_deg,
-        b_factor_angstrom2=optics.b_factor_angstrom2,
-        pixel_size_angstrom=pixel_size_angstrom,
-        shape_yx=(g, g),
-        dtype=torch.float32,
-        device=device,
-    )
-    if transfer is not None:
-        ctf = ctf * transfer.to(device)
-    views = (matrix[:, :3] @ rotations.to(device=device, dtype=torch.float64)[keep]).to(torch.float32)
-    halves = half_sets.to(device)[keep]
-    for half, (data_sum, weight_sum) in accumulators.halves.items():
-        mine = torch.nonzero(halves == half).squeeze(1)
-        if mine.numel() == 0:
-            continue
-        insert_slices(
-            boxes[mine],
-            views[mine],
-            ctf=ctf[mine],
-            weights=None if weights is None else weights.to(device),
-            shifts_xy_px=shifts[mine],
-            pad_factor=accumulators.pad_factor,
-            oversample_images=accumulators.oversample_images,
-            accumulators=(data_sum, weight_sum),
-        )
-    accumulators.n_views += int(keep.numel())
-    return int(keep.numel())
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Maps and FSCs
 # ------------------------------------------------------------------------------------------------------------
-
-
-def _shell_grid(p: int, box: int, device: torch.device) -> torch.Tensor:
-    """Box-shell index ``round(|k|·b)`` of every voxel of the padded ``(P, P, P//2+1)`` grid."""
-    freq = fftfreq_grid((p, p, p), device=device, dtype=torch.float64)
-    return torch.round(torch.linalg.vector_norm(freq, dim=-1) * box).to(torch.int64)
-
-
-def _wiener_constant(weight_sum: torch.Tensor, shells: torch.Tensor, fsc: torch.Tensor) -> torch.Tensor:
-    """``W̄_s·(1 − FSC_s)/FSC_s`` per voxel (FSC clamped to [0.001, 0.999])."""
-    n = int(fsc.numel())
-    inside = shells < n
-    counts = torch.bincount(shells[inside], minlength=n).clamp(min=1)
-    mean_weight = (
-        torch.bincount(shells[inside], weights=weight_sum[inside].to(torch.float64), minlength=n) / counts
-    )
-    f = fsc.to(torch.float64).clamp(0.001, 0.999)
-    per_shell = mean_weight * (1.0 - f) / f
-    constant = torch.full_like(weight_sum, float(per_shell.max()) if n else 0.0)
-    constant[inside] = per_shell[shells[inside]].to(weight_sum.dtype)
-    return constant
 
 
 def _gaussian_blur(volume: torch.Tensor, sigma_px: float) -> torch.Tensor:
@@ -515,31 +351,8 @@ def finish_oracle(
     OracleAverage
     """
     b = accumulators.box_size_px
-    ops = point_group(symmetry, dtype=torch.float32, device=accumulators.device)
-    halves = {}
-    for half, (data_sum, weight_sum) in accumulators.halves.items():
-        halves[half] = (
-            symmetrize_accumulators(data_sum, weight_sum, ops) if ops.shape[0] > 1 else (data_sum, weight_sum)
-        )
-    whole = (halves[1][0] + halves[2][0], halves[1][1] + halves[2][1])
-    p = whole[0].shape[0]
-    shells = _shell_grid(p, b, whole[0].device)
-    mask = soft_sphere_mask(
-        b, radius_px=_MASK_RADIUS_FRACTION * b, edge_px=_MASK_EDGE_FRACTION * b, dtype=torch.float64
-    ).to(whole[0].device)
-    floor = torch.full((b // 2 + 1,), 0.999, dtype=torch.float64)  # W̄·(1 − f)/f ≈ 0.001·W̄
-    first = [
-        reconstruct(d, w, box_size_px=b, wiener_constant=_wiener_constant(w, shells, floor))
-        for d, w in (halves[1], halves[2])
-    ]
-    fsc_first = fourier_shell_correlation(first[0].double(), first[1].double(), mask=mask).cpu()
-    maps = [
-        reconstruct(d, w, box_size_px=b, wiener_constant=_wiener_constant(w, shells, fsc_first))
-        for d, w in (halves[1], halves[2])
-    ]
-    fsc_whole = 2.0 * fsc_first.clamp(min=0.0) / (1.0 + fsc_first.clamp(min=0.0))
-    full = reconstruct(*whole, box_size_px=b, wiener_constant=_wiener_constant(whole[1], shells, fsc_whole))
-    fsc_halves = fourier_shell_correlation(maps[0].double(), maps[1].double(), mask=mask).cpu()
+    maps = reconstruct_half_maps(accumulators, symmetry=symmetry)
+    full, mask = maps.map, maps.mask
     fsc_truth = fsc_envelope = None
     if truth_map is not None:
         truth = truth_map.to(device=full.device, dtype=torch.float64)
@@ -548,10 +361,10 @@ def finish_oracle(
         fsc_envelope = fourier_shell_correlation(full.double(), truth, mask=envelope).cpu()
     return OracleAverage(
         map=full,
-        half1=maps[0],
-        half2=maps[1],
+        half1=maps.half1,
+        half2=maps.half2,
         fsc_truth=fsc_truth,
-        fsc_half_maps=fsc_halves,
+        fsc_half_maps=maps.fsc_half_maps,
         fsc_truth_envelope=fsc_envelope,
         frequencies_per_angstrom=shell_frequencies_per_angstrom(b, pixel_size_angstrom),
         pixel_size_angstrom=pixel_size_angstrom,

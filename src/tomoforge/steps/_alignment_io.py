@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tomoforge.models import TiltSeries, TiltTransform
+
+if TYPE_CHECKING:
+    import torch
+
+    from tomoforge.models import TiltImage
 
 __all__ = [
     "AlignedViews",
@@ -23,6 +28,7 @@ __all__ = [
     "export_imod_alignment",
     "rigid_transforms",
     "working_stack",
+    "view_projection_matrix",
     "write_aligned_stack",
 ]
 
@@ -240,3 +246,24 @@ def write_aligned_stack(
             if progress is not None:
                 progress()
     return path
+
+
+def view_projection_matrix(series: TiltSeries, tilt: TiltImage) -> torch.Tensor:
+    """The view's projection matrix in pixels of the stack.
+
+    An interpolated (``aligned``) stack has its tilt axis on Y and the tomogram centre at the image centre; a raw
+    stack takes the view's transform when it has one, else the nominal tilt axis with no shift.
+    """
+    import torch
+
+    from tomoforge.geometry import projection_matrices, projection_matrices_from_xf
+
+    angle = torch.tensor(tilt.effective_tilt_angle_deg, dtype=torch.float64)
+    if series.aligned:
+        return projection_matrices(angle, 0.0, x_tilt_angles_deg=tilt.x_tilt_angle_deg)
+    if tilt.transform is not None:
+        m = torch.from_numpy(tilt.transform.as_matrix(series.pixel_size_angstrom))
+        return projection_matrices_from_xf(m[:2, :2], m[:2, 2], angle, tilt.x_tilt_angle_deg)
+    return projection_matrices(
+        angle, series.acquisition.tilt_axis_angle_deg, x_tilt_angles_deg=tilt.x_tilt_angle_deg
+    )

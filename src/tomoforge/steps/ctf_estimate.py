@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from tomoforge.steps._alignment_io import view_projection_matrix
 from tomoforge.steps._device import device_problems, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
@@ -154,27 +155,6 @@ def _sign_test(agree: int, n: int) -> float:
     return sum(math.comb(n, k) for k in range(agree, n + 1)) / 2.0**n
 
 
-def _projection_matrix(series: Any, tilt: Any) -> Any:
-    """The view's projection matrix in pixels of the stack.
-
-    An interpolated (``aligned``) stack has its tilt axis on Y and the tomogram centre at the image centre; a raw
-    stack takes the view's transform when it has one, else the nominal tilt axis with no shift.
-    """
-    import torch
-
-    from tomoforge.geometry import projection_matrices, projection_matrices_from_xf
-
-    angle = torch.tensor(tilt.effective_tilt_angle_deg, dtype=torch.float64)
-    if series.aligned:
-        return projection_matrices(angle, 0.0, x_tilt_angles_deg=tilt.x_tilt_angle_deg)
-    if tilt.transform is not None:
-        m = torch.from_numpy(tilt.transform.as_matrix(series.pixel_size_angstrom))
-        return projection_matrices_from_xf(m[:2, :2], m[:2, 2], angle, tilt.x_tilt_angle_deg)
-    return projection_matrices(
-        angle, series.acquisition.tilt_axis_angle_deg, x_tilt_angles_deg=tilt.x_tilt_angle_deg
-    )
-
-
 def _fit(
     params: CtfEstimateParams,
     series: Any,
@@ -190,7 +170,7 @@ def _fit(
     from tomoforge.ctf import estimate_ctf
 
     acq = series.acquisition
-    matrix = _projection_matrix(series, tilt) if params.tilt_geometry else None
+    matrix = view_projection_matrix(series, tilt) if params.tilt_geometry else None
     return estimate_ctf(
         image,
         pixel_size_angstrom=series.pixel_size_angstrom,

@@ -26,22 +26,22 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from tomoforge.averaging.fsc import (
+    fourier_shell_correlation,
+    fsc_resolution_angstrom,
+    shell_frequencies_per_angstrom,
+    soft_sphere_mask,
+)
 from tomoforge.fourier import fftfreq_grid
 from tomoforge.geometry import rotation_y, rotation_z
 from tomoforge.io import FormatError
 from tomoforge.io.mrc import read_mrc
 from tomoforge.simulate.scoring._common import NotProvided, Scored, rotation_angle_deg, rotation_from_vector
-from tomoforge.simulate.scoring.fsc import (
-    fourier_shell_correlation,
-    fsc_resolution_angstrom,
-    shell_frequencies_per_angstrom,
-)
 from tomoforge.simulate.scoring.picking import symmetry_operators
 from tomoforge.simulate.scoring.resample import (
     Interpolant,
     fourier_resize,
     mirror_volume,
-    soft_sphere_mask,
     transform_volume,
 )
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Interpolant", "fourier_resize", "mirror_volume", "soft_sphere_mask", "transform_volume"]
+__all__ = ["Interpolant", "fourier_resize", "mirror_volume", "transform_volume"]
 
 
 def _resize_axis(spectrum: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -219,14 +219,3 @@ def _sample(
                 for gz, hz in taps[2]:
                     out = out + gx * gy * gz * fetch(torch.stack([hx, hy, hz], dim=-1) * scale - 1.0)
     return out if batched else out[0]
-
-
-def soft_sphere_mask(
-    size: int, *, radius_px: float, edge_px: float = 3.0, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """``(size, size, size)`` sphere about the centre, 1 inside ``radius_px`` with a raised-cosine edge."""
-    r = _centred_positions((size, size, size), dtype, torch.device("cpu")).norm(dim=-1)
-    edge = 0.5 * (1.0 + torch.cos(math.pi * (r - radius_px) / max(edge_px, 1e-6)))
-    return torch.where(
-        r <= radius_px, torch.ones_like(r), torch.where(r >= radius_px + edge_px, 0.0 * r, edge)
-    )

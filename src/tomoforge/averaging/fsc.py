@@ -1,4 +1,5 @@
-"""Fourier shell correlation of two volumes and the resolution where it crosses a threshold.
+"""Fourier shell correlation of two volumes, the resolution where it crosses a threshold, and the soft spherical
+mask it is usually computed within.
 
 References
 ----------
@@ -19,7 +20,12 @@ import torch
 
 from tomoforge.fourier import fftfreq_grid
 
-__all__ = ["fourier_shell_correlation", "fsc_resolution_angstrom", "shell_frequencies_per_angstrom"]
+__all__ = [
+    "fourier_shell_correlation",
+    "fsc_resolution_angstrom",
+    "shell_frequencies_per_angstrom",
+    "soft_sphere_mask",
+]
 
 
 def _shell_index(shape_zyx: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -107,3 +113,16 @@ def fsc_resolution_angstrom(
             f = f0 + (f1 - f0) * (v0 - threshold) / (v0 - v1)
             return 1.0 / f
     return 1.0 / freqs[-1]
+
+
+def soft_sphere_mask(
+    size: int, *, radius_px: float, edge_px: float = 3.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``(size, size, size)`` sphere about the centre, 1 inside ``radius_px`` with a raised-cosine edge."""
+    offsets = torch.arange(size, dtype=dtype) - size // 2
+    zz, yy, xx = torch.meshgrid(offsets, offsets, offsets, indexing="ij")
+    r = torch.sqrt(xx * xx + yy * yy + zz * zz)
+    edge = 0.5 * (1.0 + torch.cos(math.pi * (r - radius_px) / max(edge_px, 1e-6)))
+    return torch.where(
+        r <= radius_px, torch.ones_like(r), torch.where(r >= radius_px + edge_px, 0.0 * r, edge)
+    )

@@ -1,0 +1,48 @@
+"""The tiny preset's tilt series, motion corrected by the pipeline and given its true alignment and CTF: the input
+of the steps after alignment, with every truth known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tomoforge.io.imod import read_tlt, read_xf, xf_to_transforms
+from tomoforge.models import CtfParameters, TiltSeries
+from tomoforge.steps._artifacts import read_tilt_series
+from tomoforge.workflow import Project, RunOutput, run_step
+
+
+def true_tiny_series(data: Path, project: Project, *, even_odd: bool = False) -> tuple[Path, TiltSeries]:
+    """Simulate the tiny preset into ``data``, motion-correct it in ``project``, and return the truth folder and
+    the series with its true transforms, tilt angles, CTF per tilt and defocus handedness."""
+    from tomoforge.simulate import generate_dataset, preset_config
+
+    generate_dataset(preset_config("tiny"), data)
+    imported = run_step(project, "import.movies", {}, {"movies": data / "frames"})
+    corrected = run_step(
+        project, "motion.correct", {"even_odd": even_odd}, {"movies": RunOutput(imported.run.id, "movies")}
+    )
+    (series,) = read_tilt_series(corrected.outputs["tilt_series"].path)
+    truth = data / "truth"
+    h, w = series.image_shape_yx or (0, 0)
+    transforms = xf_to_transforms(
+        read_xf(truth / "alignment" / "TS_01.xf"), series.pixel_size_angstrom, (w, h)
+    )
+    angles = read_tlt(truth / "alignment" / "TS_01.tlt")
+    record = json.loads((truth / "truth.json").read_text())["tilt_series"][series.ts_id]
+    true_tilts = {t["index"]: t for t in record["tilts"]}
+    tilts = [
+        t.model_copy(
+            update={
+                "transform": transforms[t.index],
+                "refined_tilt_angle_deg": float(angles[t.index]),
+                "ctf": CtfParameters(
+                    defocus_u_angstrom=true_tilts[t.index]["defocus_u_angstrom"],
+                    defocus_v_angstrom=true_tilts[t.index]["defocus_v_angstrom"],
+                    astigmatism_angle_deg=true_tilts[t.index]["astigmatism_angle_deg"],
+                ),
+            }
+        )
+        for t in series.tilts
+    ]
+    return truth, series.model_copy(update={"tilts": tilts, "defocus_handedness": record["handedness"]})
