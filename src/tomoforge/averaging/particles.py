@@ -35,6 +35,9 @@ from tomoforge.geometry import point_defocus_angstrom, project_points
 
 __all__ = [
     "HalfMaps",
+    "Views",
+    "extract_views",
+    "view_ctfs",
     "TiltDefocus",
     "Optics",
     "ParticleAccumulators",
@@ -94,6 +97,78 @@ class ParticleAccumulators:
         return self.box_size_px * self.pad_factor if self.oversample_images else self.box_size_px
 
 
+class Views(NamedTuple):
+    """Boxes cut around particles' projections in one image (:func:`extract_views`)."""
+
+    kept: torch.Tensor
+    """``(k,)`` indices of the particles whose box lies wholly inside the image."""
+    boxes: torch.Tensor
+    """``(k, b, b)`` float32 boxes, the particle's projection within half a pixel of the centre ``b // 2``."""
+    shifts_xy_px: torch.Tensor
+    """``(k, 2)`` sub-pixel shifts that move the projection exactly onto the box centre."""
+    depth_px: torch.Tensor
+    """``(k,)`` the particles' depth along the beam in this view (the third row of the projection), pixels."""
+
+
+def extract_views(
+    image: torch.Tensor, projection_matrix: torch.Tensor, positions_xyz_px: torch.Tensor, box: int
+) -> Views:
+    """Cut a ``box``-pixel square around each particle's projection in ``image`` (centre ``N // 2``).
+
+    ``projection_matrix`` is the view's ``(3, 4)`` matrix in pixels of the image (CONVENTIONS.md §7) and the
+    positions are in the same pixels from the tomogram's centre. A box starts at the nearest whole pixel; the
+    remaining fraction is returned as the shift that centres it.
+    """
+    h, w = (int(v) for v in image.shape)
+    device = image.device
+    matrix = projection_matrix.to(device=device, dtype=torch.float64)
+    projected = project_points(positions_xyz_px.to(device=device, dtype=torch.float64), matrix)
+    centre = torch.stack([projected[:, 0] + w // 2, projected[:, 1] + h // 2], dim=-1)
+    nearest = torch.round(centre)
+    corner = nearest.to(torch.int64) - box // 2
+    inside = (corner >= 0).all(dim=-1) & (corner[:, 0] + box <= w) & (corner[:, 1] + box <= h)
+    keep = torch.nonzero(inside).squeeze(1)
+    steps = torch.arange(box, device=device)
+    rows = (corner[keep, 1, None] + steps)[:, :, None]
+    cols = (corner[keep, 0, None] + steps)[:, None, :]
+    return Views(
+        keep,
+        image[rows, cols].to(torch.float32),
+        (nearest[keep] - centre[keep]).to(torch.float32),
+        projected[keep, 2],
+    )
+
+
+def view_ctfs(
+    depth_px: torch.Tensor,
+    defocus: TiltDefocus,
+    optics: Optics,
+    *,
+    pixel_size_angstrom: float,
+    size: int,
+    handedness: int = 1,
+) -> torch.Tensor:
+    """``(k, size, size // 2 + 1)`` CTFs of particle views at their depths (CONVENTIONS.md §8) on an rfft grid."""
+
+    def at_depth(value: float) -> torch.Tensor:
+        return point_defocus_angstrom(value, depth_px, pixel_size_angstrom, handedness)
+
+    return ctf_2d(
+        defocus_u_angstrom=at_depth(defocus.defocus_u_angstrom),
+        defocus_v_angstrom=at_depth(defocus.defocus_v_angstrom),
+        astigmatism_angle_deg=defocus.astigmatism_angle_deg,
+        voltage_kv=optics.voltage_kv,
+        spherical_aberration_mm=optics.spherical_aberration_mm,
+        amplitude_contrast=optics.amplitude_contrast,
+        phase_shift_deg=defocus.phase_shift_deg,
+        b_factor_angstrom2=optics.b_factor_angstrom2,
+        pixel_size_angstrom=pixel_size_angstrom,
+        shape_yx=(size, size),
+        dtype=torch.float32,
+        device=depth_px.device,
+    )
+
+
 def insert_tilt_particles(
     accumulators: ParticleAccumulators,
     image: torch.Tensor,
@@ -144,41 +219,15 @@ def insert_tilt_particles(
         Number of particles inserted (those whose box lies wholly inside the image).
     """
     b, g = accumulators.box_size_px, accumulators.transform_size
-    h, w = (int(s) for s in image.shape)
     device = image.device
     matrix = projection_matrix.to(device=device, dtype=torch.float64)
-    projected = project_points(positions_xyz_px.to(device=device, dtype=torch.float64), matrix)
-    centre = torch.stack([projected[:, 0] + w // 2, projected[:, 1] + h // 2], dim=-1)
-    nearest = torch.round(centre)
-    corner = nearest.to(torch.int64) - b // 2
-    inside = (corner >= 0).all(dim=-1) & (corner[:, 0] + b <= w) & (corner[:, 1] + b <= h)
-    accumulators.n_views_outside += int((~inside).sum())
-    keep = torch.nonzero(inside).squeeze(1)
-    if keep.numel() == 0:
+    cut = extract_views(image, matrix, positions_xyz_px, b)
+    accumulators.n_views_outside += int(positions_xyz_px.shape[0] - cut.kept.numel())
+    if cut.kept.numel() == 0:
         return 0
-    steps = torch.arange(b, device=device)
-    rows = (corner[keep, 1, None] + steps)[:, :, None]
-    cols = (corner[keep, 0, None] + steps)[:, None, :]
-    boxes = image[rows, cols].to(torch.float32)
-    shifts = (nearest[keep] - centre[keep]).to(torch.float32)  # moves the particle onto the box centre
-    depth = projected[keep, 2]
-
-    def at_depth(value: float) -> torch.Tensor:
-        return point_defocus_angstrom(value, depth, pixel_size_angstrom, handedness)
-
-    ctf = ctf_2d(
-        defocus_u_angstrom=at_depth(defocus.defocus_u_angstrom),
-        defocus_v_angstrom=at_depth(defocus.defocus_v_angstrom),
-        astigmatism_angle_deg=defocus.astigmatism_angle_deg,
-        voltage_kv=optics.voltage_kv,
-        spherical_aberration_mm=optics.spherical_aberration_mm,
-        amplitude_contrast=optics.amplitude_contrast,
-        phase_shift_deg=defocus.phase_shift_deg,
-        b_factor_angstrom2=optics.b_factor_angstrom2,
-        pixel_size_angstrom=pixel_size_angstrom,
-        shape_yx=(g, g),
-        dtype=torch.float32,
-        device=device,
+    keep, boxes, shifts = cut.kept, cut.boxes, cut.shifts_xy_px
+    ctf = view_ctfs(
+        cut.depth_px, defocus, optics, pixel_size_angstrom=pixel_size_angstrom, size=g, handedness=handedness
     )
     if transfer is not None:
         ctf = ctf * transfer.to(device)

@@ -1,0 +1,190 @@
+"""The ``subtomograms`` artifact of ``averaging.extract``: cutting the particles' views out of a tilt series, and
+writing the stacks, the RELION 5 particle file and the index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from tomoforge.models import ParticleSet, TiltSeries
+    from tomoforge.steps._particle_views import ParticleTable
+    from tomoforge.workflow.context import ProgressTracker
+
+__all__ = ["extract_series", "write_extraction"]
+
+_CHUNK = 256
+"""Particles processed together: their views of every tilt are held until their stacks are written."""
+
+
+def _tilt_images(
+    series: TiltSeries, params: Any, device: torch.device
+) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
+    """``(tilt, contrast image, projection matrix in binned pixels)`` of every tilt that may be visible."""
+    import torch
+
+    from tomoforge.fourier import fourier_bin_2d
+    from tomoforge.io.mrc import read_mrc_array
+    from tomoforge.steps._alignment_io import view_projection_matrix
+    from tomoforge.steps.preprocess import binned_window
+
+    b = params.binning
+    images = []
+    for tilt in series.included():
+        if tilt.prior_dose_e_per_angstrom2 > params.max_dose_e_per_angstrom2:
+            continue
+        if tilt.ctf is None:
+            raise ValueError(f"{series.ts_id} tilt {tilt.index} has no CTF: run ctf.estimate first")
+        image = torch.from_numpy(
+            read_mrc_array(series.stack_file, (tilt.index, tilt.index + 1))[0].astype(np.float32)
+        )
+        if b > 1:
+            (y0, my), (x0, mx) = binned_window(image.shape[0], b), binned_window(image.shape[1], b)
+            image = fourier_bin_2d(image[y0 : y0 + b * my, x0 : x0 + b * mx], b)
+        mean = float(image.mean())
+        image = image / mean - 1.0 if mean > 0 else (image - mean) / float(image.std().clamp(min=1e-12))
+        matrix = view_projection_matrix(series, tilt).clone()
+        matrix[:, 3] /= b
+        images.append((tilt, image.to(device), matrix))
+    return images
+
+
+def extract_series(
+    out: Path,
+    series: TiltSeries,
+    table: ParticleTable,
+    index: list[int],
+    params: Any,
+    progress: ProgressTracker,
+    device: torch.device,
+) -> list[dict[str, object] | None]:
+    """Extract the particles of one series (``index``: their positions in the particle list, for file names);
+    returns per particle its record (``file``, ``tilts``) or None when it has fewer than ``min_frames`` visible
+    tilts."""
+    import torch
+
+    from tomoforge.averaging.particles import Optics, extract_views, view_ctfs
+    from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
+    from tomoforge.fourier.dose import dose_weights
+    from tomoforge.io.mrc import write_mrc
+
+    acquisition = series.acquisition
+    optics = Optics(
+        acquisition.voltage_kv, acquisition.spherical_aberration_mm, acquisition.amplitude_contrast
+    )
+    pixel = series.pixel_size_angstrom * params.binning
+    box = params.box_size_px
+    crop = params.crop_size_px or box
+    lo = box // 2 - crop // 2
+    frequencies = torch.linalg.vector_norm(
+        fftfreq_grid((box, box), spacing_angstrom=pixel, device=device, dtype=torch.float32), dim=-1
+    )
+    images = _tilt_images(series, params, device)
+    folder = out / "Subtomograms" / series.ts_id
+    folder.mkdir(parents=True, exist_ok=True)
+    positions = torch.from_numpy(table[0] / pixel)
+    records: list[dict[str, object] | None] = []
+    for start in range(0, len(index), _CHUNK):
+        chunk = range(start, min(start + _CHUNK, len(index)))
+        views: dict[int, list[tuple[int, torch.Tensor]]] = {i: [] for i in chunk}
+        for tilt, image, matrix in images:
+            cut = extract_views(image, matrix, positions[start : chunk.stop], box)
+            if cut.kept.numel() == 0:
+                continue
+            transfer = view_ctfs(
+                cut.depth_px, tilt.ctf, optics, pixel_size_angstrom=pixel, size=box,
+                handedness=series.defocus_handedness or 1,
+            )  # fmt: skip
+            if params.dose_weighting:
+                transfer = transfer * dose_weights(
+                    frequencies,
+                    prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
+                    dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
+                    voltage_kv=acquisition.voltage_kv,
+                ).to(torch.float32)
+            spectrum = (
+                torch.fft.rfft2(cut.boxes) * shift_phase_ramp_2d(cut.shifts_xy_px, (box, box)) * transfer
+            )
+            boxes = torch.fft.irfft2(spectrum, s=(box, box))[:, lo : lo + crop, lo : lo + crop].cpu()
+            for k, j in enumerate(cut.kept.tolist()):
+                views[start + j].append((tilt.index, boxes[k]))
+        for i in chunk:
+            progress()
+            mine = views[i]
+            if len(mine) < params.min_frames:
+                records.append(None)
+                continue
+            name = f"Subtomograms/{series.ts_id}/{index[i] + 1:06d}_stack2d.mrcs"
+            stack = torch.stack([b for _, b in mine]).numpy()
+            write_mrc(stack, out / name, voxel_size_angstrom=pixel, is_stack=True)
+            seen = {t for t, _ in mine}
+            records.append(
+                {
+                    "file": name,
+                    "tilts": [t for t, _ in mine],
+                    "visible": [int(t.index in seen) for t in series.included()],
+                }
+            )
+    return records
+
+
+def write_extraction(
+    out: Path,
+    particles: ParticleSet,
+    results: dict[str, list[dict[str, object] | None]],
+    params: Any,
+    pixel: float,
+) -> None:
+    """``particles.json``, ``particles.star`` and ``extraction.json`` of the extracted particles (in input order)."""
+    import pandas as pd
+
+    from tomoforge.io.relion5 import RelionParticles, write_relion_particles
+    from tomoforge.models import save_json
+    from tomoforge.workflow.fsutil import atomic_write_text
+
+    crop = params.crop_size_px or params.box_size_px
+    position = {ts_id: 0 for ts_id in results}
+    kept, rows, entries = [], [], []
+    for k, particle in enumerate(particles.particles):
+        records = results.get(particle.ts_id)
+        if records is None:
+            continue
+        record = records[position[particle.ts_id]]
+        position[particle.ts_id] += 1
+        if record is None:
+            continue
+        kept.append(particle)
+        entries.append({"index": k, "ts_id": particle.ts_id, **record})
+        rows.append(
+            {
+                "rlnImageName": record["file"],
+                "rlnTomoVisibleFrames": "[" + ",".join(str(v) for v in record["visible"]) + "]",  # type: ignore[attr-defined]
+            }
+        )
+    extracted = particles.model_copy(
+        update={"particles": kept, "pixel_size_angstrom": pixel, "box_size_px": crop}
+    )
+    save_json(extracted, out / "particles.json")
+    ungrouped = extracted.model_copy(
+        update={"particles": [p.model_copy(update={"group": None}) for p in extracted.particles]}
+    )
+    write_relion_particles(
+        RelionParticles(
+            particles=ungrouped, extra=pd.DataFrame(rows), general={"rlnTomoSubTomosAre2DStacks": 1}
+        ),
+        out / "particles.star",
+    )
+    record = {
+        "pixel_size_angstrom": pixel,
+        "box_size_px": params.box_size_px,
+        "crop_size_px": crop,
+        "binning": params.binning,
+        "dropped": len(particles.particles) - len(kept),
+        "particles": entries,
+    }
+    atomic_write_text(out / "extraction.json", json.dumps(record, indent=1) + "\n")

@@ -1,0 +1,129 @@
+"""Step ``averaging.extract``: pseudo-subtomograms of the particles, as RELION 5's ``relion_tomo_subtomo``.
+
+(``../shared/docs/tutorial-steps.md`` §16.1.) For each particle, each tilt of its (non-dose-filtered) tilt series
+is visible when the tilt is included, its pre-exposure is at most ``max_dose_e_per_angstrom2`` (RELION's
+``--max_dose``) and the particle's box lies inside the image; particles with fewer than ``min_frames`` visible
+tilts are dropped. In each visible tilt a ``box_size_px`` box is cut around the particle's projection (images
+binned by ``binning`` first and made contrast images ``I/⟨I⟩ − 1``), moved onto the box centre to the sub-pixel,
+multiplied in Fourier space by its CTF at the particle's depth and by its dose weight (the CTF-premultiplied
+images of RELION's 2D stacks), and cropped to ``crop_size_px`` in real space.
+
+The views are written as 2D stacks (RELION's ``--stack2d``, what its refinement reads):
+``Subtomograms/<ts>/<n>_stack2d.mrcs`` holds a particle's visible boxes in the order of the series' included tilts.
+3D subtomograms with CTF² weights (RELION's default, for the initial model) are not written yet.
+
+Output: a ``subtomograms`` folder with ``particles.star`` (RELION 5: ``rlnImageName``, ``rlnTomoVisibleFrames``
+over the included tilts; ``data_general`` ``rlnTomoSubTomosAre2DStacks 1``), ``particles.json`` (the kept
+particles, pixel size and box of the stacks) and ``extraction.json`` (pixel size, box, crop, and each particle's
+file and visible tilt indices).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+from tomoforge.steps._device import device_problems, resolve_device
+from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
+
+__all__ = ["ExtractParams", "extract_subtomograms"]
+
+
+class ExtractParams(BaseModel):
+    """Parameters of ``averaging.extract`` (RELION's in brackets)."""
+
+    box_size_px: int = Field(64, ge=4, description="Box cut in each binned tilt image, pixels (--b).")
+    crop_size_px: int | None = Field(
+        None, ge=4, description="Real-space crop of the processed box, pixels (--crop); default: the box."
+    )
+    binning: int = Field(1, ge=1, description="Binning of the tilt images (--bin).")
+    max_dose_e_per_angstrom2: float = Field(
+        50.0, gt=0, description="Tilts with more pre-exposure are not used (--max_dose), e⁻/Å²."
+    )
+    min_frames: int = Field(
+        1, ge=1, description="Particles with fewer visible tilts are dropped (--min_frames)."
+    )
+    dose_weighting: bool = Field(True, description="Multiply each box by its dose weight.")
+    device: str = Field("auto", description="auto, cpu or cuda[:n].")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ExtractParams:
+        if self.crop_size_px is not None and self.crop_size_px > self.box_size_px:
+            raise ValueError(f"crop_size_px ({self.crop_size_px}) exceeds box_size_px ({self.box_size_px})")
+        problems = device_problems(self.device)
+        if problems:
+            raise ValueError(problems)
+        return self
+
+
+def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
+    record = json.loads((outputs["subtomograms"].path / "extraction.json").read_text(encoding="utf-8"))
+    return {
+        "particles": len(record["particles"]),
+        "dropped": record["dropped"],
+        "pixel_size_angstrom": record["pixel_size_angstrom"],
+        "box / crop": f"{record['box_size_px']} / {record['crop_size_px']}",
+    }
+
+
+def _methods(params: ExtractParams) -> str:
+    return (
+        f"Pseudo-subtomograms were extracted as 2D stacks of per-tilt boxes (box {params.box_size_px}, binning {params.binning}), "
+        "each tilt's box centred on the particle's projection and premultiplied by its CTF at the particle's depth"
+        f"{' and its dose weight' if params.dose_weighting else ''}, leaving out tilts with more than "
+        f"{params.max_dose_e_per_angstrom2:g} e⁻/Å² of prior exposure, as RELION 5's relion_tomo_subtomo does "
+        "(Burt et al. 2024, Nat. Commun. 15, 1395)."
+    )
+
+
+@step(
+    name="averaging.extract",
+    version="1",
+    inputs={
+        "particles": InputSpec(kind="particles", description="Particles with positions and orientations."),
+        "tilt_series": InputSpec(kind="tilt_series", description="Aligned tilt series with CTF per tilt."),
+        "tomograms": InputSpec(
+            kind="tomograms",
+            optional=True,
+            description="Tomograms whose centres the particle positions refer to.",
+        ),
+    },
+    outputs={"subtomograms": "subtomograms"},
+    summary=_summary,
+    methods=_methods,
+)
+def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext) -> dict[str, Path]:
+    """Cut, centre, CTF-premultiply and store every particle's views."""
+    import numpy as np
+
+    from tomoforge.steps._artifacts import read_tilt_series
+    from tomoforge.steps._particle_views import particle_table
+    from tomoforge.steps._particles import read_particles_artifact
+    from tomoforge.steps._subtomograms import extract_series, write_extraction
+    from tomoforge.steps._tomograms import read_tomograms
+
+    device = resolve_device(params.device)
+    particles = read_particles_artifact(inputs.path("particles"))
+    series_list = read_tilt_series(inputs.path("tilt_series"))
+    origins = (
+        {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(inputs.path("tomograms"))}
+        if "tomograms" in inputs
+        else {}
+    )
+    table = particle_table(particles, {s.ts_id for s in series_list}, origins)
+    out = ctx.work_dir / "subtomograms"
+    out.mkdir()
+    results = {}
+    for series in series_list:
+        if series.ts_id not in table:
+            continue
+        index = [i for i, p in enumerate(particles.particles) if p.ts_id == series.ts_id]
+        bar = ctx.progress(len(index), f"{series.ts_id}: extracting")
+        results[series.ts_id] = extract_series(out, series, table[series.ts_id], index, params, bar, device)
+        kept = sum(1 for r in results[series.ts_id] if r is not None)
+        ctx.logger.info("%s: %d of %d particles extracted", series.ts_id, kept, len(index))
+    pixel = series_list[0].pixel_size_angstrom * params.binning
+    write_extraction(out, particles, results, params, pixel)
+    return {"subtomograms": out}
