@@ -12,12 +12,18 @@ from tomoforge.steps._artifacts import read_tilt_series
 from tomoforge.workflow import Project, RunOutput, run_step
 
 
-def true_tiny_series(data: Path, project: Project, *, even_odd: bool = False) -> tuple[Path, TiltSeries]:
-    """Simulate the tiny preset into ``data``, motion-correct it in ``project``, and return the truth folder and
-    the series with its true transforms, tilt angles, CTF per tilt and defocus handedness."""
+def true_tiny_series(
+    data: Path, project: Project, *, even_odd: bool = False, dose_per_tilt: float | None = None
+) -> tuple[Path, TiltSeries]:
+    """Simulate the tiny preset into ``data`` (optionally with another dose per tilt, e⁻/Å²), motion-correct it in
+    ``project``, and return the truth folder and the series with its true transforms, tilt angles, CTF per tilt
+    and defocus handedness."""
     from tomoforge.simulate import generate_dataset, preset_config
 
-    generate_dataset(preset_config("tiny"), data)
+    config = preset_config("tiny")
+    if dose_per_tilt is not None:
+        config = config.model_copy(update={"dose_per_tilt_e_per_angstrom2": dose_per_tilt})
+    generate_dataset(config, data)
     imported = run_step(project, "import.movies", {}, {"movies": data / "frames"})
     corrected = run_step(
         project, "motion.correct", {"even_odd": even_odd}, {"movies": RunOutput(imported.run.id, "movies")}

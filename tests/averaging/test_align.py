@@ -78,7 +78,7 @@ def test_local_search_recovers_a_known_rotation_and_shift() -> None:
         current = found.rotation
     assert _angle_deg(start, truth) > 3.5
     assert _angle_deg(current, truth) < 0.5, _angle_deg(current, truth)
-    assert torch.equal(found.shift_xyz_px, shift), found.shift_xyz_px
+    assert torch.allclose(found.shift_xyz_px, shift, atol=0.05), found.shift_xyz_px
 
 
 def test_local_rotations_are_a_grid_about_the_identity() -> None:

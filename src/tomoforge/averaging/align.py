@@ -90,7 +90,8 @@ class LocalResult(NamedTuple):
     rotation: torch.Tensor
     """``(3, 3)`` the particle's new rotation (reference → tomogram)."""
     shift_xyz_px: torch.Tensor
-    """``(3,)`` the 3D shift of the particle found, pixels (add it to its position)."""
+    """``(3,)`` the 3D shift of the particle found, pixels (add it to its position): the best whole-pixel shift
+    refined to the sub-pixel by a parabola through its neighbours along each axis."""
     score: float
     """The normalised correlation of the best candidate."""
 
@@ -165,4 +166,18 @@ def local_search(
     score = total / norm[:, None]
     best = int(torch.argmax(score))
     c, t = divmod(best, shifts.shape[0])
-    return LocalResult(rotations[c], shifts[t], float(score.flatten()[best]))
+    # Sub-pixel shift: along each axis, the vertex of the parabola through the best score and its two neighbours.
+    n = 2 * max_shift_px + 1
+    cube = score[c].reshape(n, n, n)  # (x, y, z) order of cartesian_prod
+    at = [int(v) + max_shift_px for v in shifts[t].tolist()]
+    refined = shifts[t].clone()
+    for axis in range(3):
+        if 0 < at[axis] < n - 1:
+            lower, upper = list(at), list(at)
+            lower[axis] -= 1
+            upper[axis] += 1
+            left, centre, right = float(cube[tuple(lower)]), float(cube[tuple(at)]), float(cube[tuple(upper)])
+            curvature = left - 2 * centre + right
+            if curvature < 0:
+                refined[axis] += max(-0.5, min(0.5, 0.5 * (left - right) / curvature))
+    return LocalResult(rotations[c], refined, float(score.flatten()[best]))

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from tomoforge.steps._particle_views import ParticleTable
     from tomoforge.workflow.context import ProgressTracker
 
-__all__ = ["extract_series", "write_extraction"]
+__all__ = ["extract_series", "tilt_images", "write_extraction"]
 
 _CHUNK = 256
 """Particles processed together: their views of every tilt are held until their stacks are written."""
 
 
-def _tilt_images(
+def tilt_images(
     series: TiltSeries, params: Any, device: torch.device
 ) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
     """``(tilt, contrast image, projection matrix in binned pixels)`` of every tilt that may be visible."""
@@ -84,7 +84,7 @@ def extract_series(
     frequencies = torch.linalg.vector_norm(
         fftfreq_grid((box, box), spacing_angstrom=pixel, device=device, dtype=torch.float32), dim=-1
     )
-    images = _tilt_images(series, params, device)
+    images = tilt_images(series, params, device)
     folder = out / "Subtomograms" / series.ts_id
     folder.mkdir(parents=True, exist_ok=True)
     positions = torch.from_numpy(table[0] / pixel)

@@ -1,0 +1,298 @@
+"""The iterations of ``averaging.refine`` (see its module docstring): references from the current poses, views of
+every particle, local searches, and the outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from tomoforge.models import TiltSeries
+    from tomoforge.workflow import RunContext
+
+__all__ = ["run_refinement"]
+
+
+class _Series:
+    """One tilt series' visible tilt images and the state of its particles (positions in Å, rotations)."""
+
+    def __init__(self, series: TiltSeries, table: Any, index: list[int], params: Any, device: torch.device):
+        from tomoforge.averaging.particles import Optics
+        from tomoforge.steps._subtomograms import tilt_images
+
+        self.series = series
+        self.images = tilt_images(series, params, device)
+        self.positions = table[0].copy()
+        self.rotations = table[1].copy()
+        self.halves = table[2].copy()
+        self.index = index
+        a = series.acquisition
+        self.optics = Optics(a.voltage_kv, a.spherical_aberration_mm, a.amplitude_contrast)
+
+
+def _transfer(
+    s: _Series, tilt: Any, depth: torch.Tensor, params: Any, pixel: float, frequencies: torch.Tensor
+) -> torch.Tensor:
+    import torch
+
+    from tomoforge.averaging.particles import view_ctfs
+    from tomoforge.fourier.dose import dose_weights
+
+    ctf = view_ctfs(
+        depth, tilt.ctf, s.optics, pixel_size_angstrom=pixel, size=params.box_size_px,
+        handedness=s.series.defocus_handedness or 1,
+    )  # fmt: skip
+    if params.dose_weighting:
+        ctf = ctf * dose_weights(
+            frequencies,
+            prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
+            dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
+            voltage_kv=s.series.acquisition.voltage_kv,
+        ).to(torch.float32)
+    return ctf
+
+
+def _reconstruct(state: list[_Series], params: Any, pixel: float, device: torch.device) -> Any:
+    import torch
+
+    from tomoforge.averaging.particles import (
+        ParticleAccumulators,
+        insert_tilt_particles,
+        reconstruct_half_maps,
+    )
+    from tomoforge.fourier import fftfreq_grid
+
+    accumulators = ParticleAccumulators(params.box_size_px, device=device)
+    g = accumulators.transform_size
+    frequencies = torch.linalg.vector_norm(
+        fftfreq_grid((g, g), spacing_angstrom=pixel, device=device), dim=-1
+    )
+    for s in state:
+        from tomoforge.fourier.dose import dose_weights
+
+        for tilt, image, matrix in s.images:
+            transfer = (
+                dose_weights(
+                    frequencies,
+                    prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
+                    dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
+                    voltage_kv=s.series.acquisition.voltage_kv,
+                ).to(torch.float32)
+                if params.dose_weighting
+                else None
+            )
+            insert_tilt_particles(
+                accumulators,
+                image,
+                projection_matrix=matrix,
+                positions_xyz_px=torch.from_numpy(s.positions / pixel),
+                rotations=torch.from_numpy(s.rotations),
+                half_sets=torch.from_numpy(s.halves),
+                defocus=tilt.ctf,
+                optics=s.optics,
+                pixel_size_angstrom=pixel,
+                handedness=s.series.defocus_handedness or 1,
+                transfer=transfer,
+            )
+    return reconstruct_half_maps(accumulators, symmetry=params.symmetry), accumulators
+
+
+def _starting_reference(path: Path, box: int, pixel: float, low_pass: float) -> torch.Tensor:
+    import torch
+
+    from tomoforge.io.mrc import read_mrc
+    from tomoforge.picking import rescale_reference
+
+    mrc = read_mrc(path)
+    data = np.array(mrc.data, dtype=np.float64)
+    if data.ndim != 3 or len(set(data.shape)) != 1:
+        raise ValueError(f"{path}: the reference must be a cubic map, its shape is {data.shape}")
+    volume = rescale_reference(torch.from_numpy(data), float(mrc.voxel_size_angstrom[0]), pixel)
+    n = volume.shape[0]
+    out = torch.zeros((box, box, box), dtype=torch.float64)
+    m = min(n, box)
+    a, b = n // 2 - m // 2, box // 2 - m // 2
+    out[b : b + m, b : b + m, b : b + m] = volume[a : a + m, a : a + m, a : a + m]
+    k = torch.fft.fftfreq(box, dtype=torch.float64)
+    radius = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    spectrum = torch.fft.fftn(torch.fft.ifftshift(out)) * (radius <= pixel / low_pass)
+    return torch.fft.fftshift(torch.fft.ifftn(spectrum).real)
+
+
+def run_refinement(
+    params: Any,
+    *,
+    particles_folder: Path,
+    series_folder: Path,
+    reference: Path | None,
+    tomograms_folder: Path | None,
+    ctx: RunContext,
+    device: torch.device,
+) -> dict[str, Path]:
+    """Run the refinement and write the ``map`` and ``particles`` outputs into ``ctx.work_dir``."""
+    import torch
+
+    from tomoforge.averaging import fsc_resolution_angstrom, shell_frequencies_per_angstrom, soft_sphere_mask
+    from tomoforge.averaging.align import local_rotations, local_search, reference_table
+    from tomoforge.averaging.particles import extract_views
+    from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
+    from tomoforge.io.relion5 import write_relion_particles
+    from tomoforge.models import save_json
+    from tomoforge.steps._artifacts import read_tilt_series
+    from tomoforge.steps._map_outputs import write_map_folder
+    from tomoforge.steps._particle_views import particle_table
+    from tomoforge.steps._particles import read_particles_artifact
+    from tomoforge.steps._tomograms import read_tomograms
+    from tomoforge.workflow.fsutil import atomic_write_text
+
+    particles = read_particles_artifact(particles_folder)
+    series_list = read_tilt_series(series_folder)
+    origins = (
+        {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(tomograms_folder)}
+        if tomograms_folder
+        else {}
+    )
+    table = particle_table(particles, {s.ts_id for s in series_list}, origins)
+    pixel = series_list[0].pixel_size_angstrom * params.binning
+    if any(abs(s.pixel_size_angstrom * params.binning - pixel) > 1e-3 * pixel for s in series_list):
+        raise ValueError("the tilt series have different pixel sizes; refine them separately")
+    state = [
+        _Series(
+            s,
+            table[s.ts_id],
+            [i for i, p in enumerate(particles.particles) if p.ts_id == s.ts_id],
+            params,
+            device,
+        )
+        for s in series_list
+        if s.ts_id in table
+    ]
+    box = params.box_size_px
+    diameter = params.mask_diameter_angstrom or 0.8 * box * pixel
+    mask = soft_sphere_mask(
+        box, radius_px=min(diameter / 2 / pixel, box / 2 - 1), edge_px=0.06 * box, dtype=torch.float64
+    )
+    max_shift = int(params.max_shift_angstrom // pixel)
+    # The images' soft circular mask of the same diameter, laid out as the ifftshift-ed boxes (centre at 0).
+    offsets = torch.fft.fftfreq(box, 1.0 / box, dtype=torch.float64, device=device)
+    r = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
+    radius, edge = min(diameter / 2 / pixel, box / 2 - 1), max(1.0, 0.06 * box)
+    circle = torch.where(
+        r <= radius,
+        torch.ones_like(r),
+        torch.where(
+            r >= radius + edge, torch.zeros_like(r), 0.5 * (1 + torch.cos(math.pi * (r - radius) / edge))
+        ),
+    )
+    frequencies = torch.linalg.vector_norm(
+        fftfreq_grid((box, box), spacing_angstrom=pixel, device=device), dim=-1
+    )
+    shells = shell_frequencies_per_angstrom(box, pixel)
+    iterations = []
+    for iteration in range(params.iterations):
+        if iteration == 0 and reference is not None:
+            start = _starting_reference(reference, box, pixel, params.initial_low_pass_angstrom)
+            references = {1: start, 2: start}
+            resolution = params.initial_low_pass_angstrom
+        else:
+            maps, _ = _reconstruct(state, params, pixel, device)
+            references = {1: maps.half1.double().cpu(), 2: maps.half2.double().cpu()}
+            resolution = fsc_resolution_angstrom(maps.fsc_half_maps.cpu(), shells, 0.143)
+            if not math.isfinite(resolution):
+                resolution = params.initial_low_pass_angstrom
+        cutoff = min(0.45, pixel / resolution)
+        tables = {h: reference_table((references[h] * mask).to(device)) for h in (1, 2)}
+        step = max(params.final_step_deg, params.initial_step_deg / 2**iteration)
+        candidates = local_rotations(step).to(device)
+        turned, moved, scores = [], [], []
+        bar = ctx.progress(sum(len(s.index) for s in state), f"iteration {iteration + 1}: local searches")
+        for s in state:
+            views: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {
+                i: [] for i in range(len(s.index))
+            }
+            for tilt, image, matrix in s.images:
+                cut = extract_views(image, matrix, torch.from_numpy(s.positions / pixel), box)
+                if cut.kept.numel() == 0:
+                    continue
+                spectra = torch.fft.rfft2(torch.fft.ifftshift(cut.boxes.double(), dim=(-2, -1)))
+                centred = torch.fft.irfft2(
+                    spectra * shift_phase_ramp_2d(cut.shifts_xy_px.double(), (box, box)), s=(box, box)
+                )
+                # RELION's particle mask: the background outside the circle set to its mean, then faded to zero.
+                outside = (centred * (1 - circle)).sum(dim=(-2, -1)) / (1 - circle).sum()
+                spectra = torch.fft.rfft2((centred - outside[:, None, None]) * circle)
+                ctfs = _transfer(s, tilt, cut.depth_px, params, pixel, frequencies).double()
+                for k, j in enumerate(cut.kept.tolist()):
+                    views[j].append((spectra[k], ctfs[k], matrix[:, :3].double()))
+            for j in range(len(s.index)):
+                bar()
+                if not views[j]:
+                    continue
+                images = torch.stack([v[0] for v in views[j]])
+                found = local_search(
+                    tables[int(s.halves[j])][0], tables[int(s.halves[j])][1], images,
+                    torch.stack([v[1] for v in views[j]]), torch.stack([v[2] for v in views[j]]),
+                    torch.from_numpy(s.rotations[j]).to(device), candidates,
+                    max_shift_px=max_shift, max_frequency_per_pixel=cutoff,
+                )  # fmt: skip
+                new = found.rotation.cpu().numpy()
+                turned.append(
+                    math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(new.T @ s.rotations[j]) - 1) / 2))))
+                )
+                moved.append(float(np.linalg.norm(found.shift_xyz_px.cpu().numpy())) * pixel)
+                scores.append(found.score)
+                s.rotations[j] = new
+                s.positions[j] = s.positions[j] + found.shift_xyz_px.cpu().numpy() * pixel
+        iterations.append(
+            {
+                "iteration": iteration + 1,
+                "resolution_angstrom": resolution,
+                "search_cutoff_angstrom": pixel / cutoff,
+                "step_deg": step,
+                "mean_rotation_change_deg": float(np.mean(turned)) if turned else 0.0,
+                "mean_shift_angstrom": float(np.mean(moved)) if moved else 0.0,
+            }
+        )
+        ctx.logger.info(
+            "iteration %d: references at %.1f Å, step %.2f°, mean change %.2f° and %.1f Å",
+            iteration + 1, resolution, step, iterations[-1]["mean_rotation_change_deg"],
+            iterations[-1]["mean_shift_angstrom"],
+        )  # fmt: skip
+    maps, accumulators = _reconstruct(state, params, pixel, device)
+    out_map = ctx.work_dir / "map"
+    out_map.mkdir()
+    final = write_map_folder(
+        out_map,
+        maps,
+        pixel_size_angstrom=pixel,
+        extra={"particles": sum(len(s.index) for s in state), "views": accumulators.n_views,
+               "views_outside": accumulators.n_views_outside, "symmetry": params.symmetry},
+    )  # fmt: skip
+    refined = list(particles.particles)
+    for s in state:
+        origin = origins.get(s.series.ts_id, np.zeros(3))
+        for j, i in enumerate(s.index):
+            refined[i] = refined[i].model_copy(
+                update={
+                    "position_angstrom": tuple(float(v) for v in s.positions[j] - origin),
+                    "rotation_matrix": tuple(tuple(float(v) for v in row) for row in s.rotations[j]),
+                    "half_set": int(s.halves[j]),
+                }
+            )
+    out_particles = ctx.work_dir / "particles"
+    out_particles.mkdir()
+    result = particles.model_copy(update={"particles": refined, "symmetry": params.symmetry})
+    save_json(result, out_particles / "particles.json")
+    write_relion_particles(
+        result.model_copy(update={"particles": [p.model_copy(update={"group": None}) for p in refined]}),
+        out_particles / "particles.star",
+    )
+    record = {"particles": final["particles"], "iterations": iterations, "final": final}
+    atomic_write_text(out_map / "refine.json", json.dumps(record, indent=1) + "\n")
+    return {"map": out_map, "particles": out_particles}
