@@ -23,8 +23,7 @@ class _Series:
     """One tilt series' visible tilt images and the state of its particles (positions in Å, rotations)."""
 
     def __init__(self, series: TiltSeries, table: Any, index: list[int], params: Any, device: torch.device):
-        from tomoforge.averaging.particles import Optics
-        from tomoforge.steps._subtomograms import tilt_images
+        from tomoforge.steps._particle_views import tilt_images
 
         self.series = series
         self.images = tilt_images(series, params, device)
@@ -32,74 +31,15 @@ class _Series:
         self.rotations = table[1].copy()
         self.halves = table[2].copy()
         self.index = index
-        a = series.acquisition
-        self.optics = Optics(a.voltage_kv, a.spherical_aberration_mm, a.amplitude_contrast)
-
-
-def _transfer(
-    s: _Series, tilt: Any, depth: torch.Tensor, params: Any, pixel: float, frequencies: torch.Tensor
-) -> torch.Tensor:
-    import torch
-
-    from tomoforge.averaging.particles import view_ctfs
-    from tomoforge.fourier.dose import dose_weights
-
-    ctf = view_ctfs(
-        depth, tilt.ctf, s.optics, pixel_size_angstrom=pixel, size=params.box_size_px,
-        handedness=s.series.defocus_handedness or 1,
-    )  # fmt: skip
-    if params.dose_weighting:
-        ctf = ctf * dose_weights(
-            frequencies,
-            prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
-            dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
-            voltage_kv=s.series.acquisition.voltage_kv,
-        ).to(torch.float32)
-    return ctf
 
 
 def _reconstruct(state: list[_Series], params: Any, pixel: float, device: torch.device) -> Any:
-    import torch
-
-    from tomoforge.averaging.particles import (
-        ParticleAccumulators,
-        insert_tilt_particles,
-        reconstruct_half_maps,
-    )
-    from tomoforge.fourier import fftfreq_grid
+    from tomoforge.averaging.particles import ParticleAccumulators, reconstruct_half_maps
+    from tomoforge.steps._particle_views import insert_views
 
     accumulators = ParticleAccumulators(params.box_size_px, device=device)
-    g = accumulators.transform_size
-    frequencies = torch.linalg.vector_norm(
-        fftfreq_grid((g, g), spacing_angstrom=pixel, device=device), dim=-1
-    )
     for s in state:
-        from tomoforge.fourier.dose import dose_weights
-
-        for tilt, image, matrix in s.images:
-            transfer = (
-                dose_weights(
-                    frequencies,
-                    prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
-                    dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
-                    voltage_kv=s.series.acquisition.voltage_kv,
-                ).to(torch.float32)
-                if params.dose_weighting
-                else None
-            )
-            insert_tilt_particles(
-                accumulators,
-                image,
-                projection_matrix=matrix,
-                positions_xyz_px=torch.from_numpy(s.positions / pixel),
-                rotations=torch.from_numpy(s.rotations),
-                half_sets=torch.from_numpy(s.halves),
-                defocus=tilt.ctf,
-                optics=s.optics,
-                pixel_size_angstrom=pixel,
-                handedness=s.series.defocus_handedness or 1,
-                transfer=transfer,
-            )
+        insert_views(accumulators, s.series, s.images, (s.positions, s.rotations, s.halves), params, pixel)
     return reconstruct_half_maps(accumulators, symmetry=params.symmetry), accumulators
 
 
@@ -141,27 +81,16 @@ def run_refinement(
     from tomoforge.averaging import fsc_resolution_angstrom, shell_frequencies_per_angstrom, soft_sphere_mask
     from tomoforge.averaging.align import local_rotations, local_search, reference_table
     from tomoforge.averaging.particles import extract_views
-    from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
+    from tomoforge.fourier import shift_phase_ramp_2d
     from tomoforge.io.relion5 import write_relion_particles
     from tomoforge.models import save_json
-    from tomoforge.steps._artifacts import read_tilt_series
     from tomoforge.steps._map_outputs import write_map_folder
-    from tomoforge.steps._particle_views import particle_table
-    from tomoforge.steps._particles import read_particles_artifact
-    from tomoforge.steps._tomograms import read_tomograms
+    from tomoforge.steps._particle_views import read_particle_inputs, view_transfers
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    particles = read_particles_artifact(particles_folder)
-    series_list = read_tilt_series(series_folder)
-    origins = (
-        {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(tomograms_folder)}
-        if tomograms_folder
-        else {}
-    )
-    table = particle_table(particles, {s.ts_id for s in series_list}, origins)
-    pixel = series_list[0].pixel_size_angstrom * params.binning
-    if any(abs(s.pixel_size_angstrom * params.binning - pixel) > 1e-3 * pixel for s in series_list):
-        raise ValueError("the tilt series have different pixel sizes; refine them separately")
+    read = read_particle_inputs(particles_folder, series_folder, tomograms_folder, params.binning)
+    particles, table, origins, pixel = read.particles, read.table, read.origins, read.pixel_size_angstrom
+    series_list = read.series
     state = [
         _Series(
             s,
@@ -189,9 +118,6 @@ def run_refinement(
         torch.where(
             r >= radius + edge, torch.zeros_like(r), 0.5 * (1 + torch.cos(math.pi * (r - radius) / edge))
         ),
-    )
-    frequencies = torch.linalg.vector_norm(
-        fftfreq_grid((box, box), spacing_angstrom=pixel, device=device), dim=-1
     )
     shells = shell_frequencies_per_angstrom(box, pixel)
     iterations = []
@@ -227,7 +153,7 @@ def run_refinement(
                 # RELION's particle mask: the background outside the circle set to its mean, then faded to zero.
                 outside = (centred * (1 - circle)).sum(dim=(-2, -1)) / (1 - circle).sum()
                 spectra = torch.fft.rfft2((centred - outside[:, None, None]) * circle)
-                ctfs = _transfer(s, tilt, cut.depth_px, params, pixel, frequencies).double()
+                ctfs = view_transfers(s.series, tilt, cut.depth_px, params, pixel, box).double()
                 for k, j in enumerate(cut.kept.tolist()):
                     views[j].append((spectra[k], ctfs[k], matrix[:, :3].double()))
             for j in range(len(s.index)):

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     import torch
 
@@ -16,42 +14,10 @@ if TYPE_CHECKING:
     from tomoforge.steps._particle_views import ParticleTable
     from tomoforge.workflow.context import ProgressTracker
 
-__all__ = ["extract_series", "tilt_images", "write_extraction"]
+__all__ = ["extract_series", "write_extraction"]
 
 _CHUNK = 256
 """Particles processed together: their views of every tilt are held until their stacks are written."""
-
-
-def tilt_images(
-    series: TiltSeries, params: Any, device: torch.device
-) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
-    """``(tilt, contrast image, projection matrix in binned pixels)`` of every tilt that may be visible."""
-    import torch
-
-    from tomoforge.fourier import fourier_bin_2d
-    from tomoforge.io.mrc import read_mrc_array
-    from tomoforge.steps._alignment_io import view_projection_matrix
-    from tomoforge.steps.preprocess import binned_window
-
-    b = params.binning
-    images = []
-    for tilt in series.included():
-        if tilt.prior_dose_e_per_angstrom2 > params.max_dose_e_per_angstrom2:
-            continue
-        if tilt.ctf is None:
-            raise ValueError(f"{series.ts_id} tilt {tilt.index} has no CTF: run ctf.estimate first")
-        image = torch.from_numpy(
-            read_mrc_array(series.stack_file, (tilt.index, tilt.index + 1))[0].astype(np.float32)
-        )
-        if b > 1:
-            (y0, my), (x0, mx) = binned_window(image.shape[0], b), binned_window(image.shape[1], b)
-            image = fourier_bin_2d(image[y0 : y0 + b * my, x0 : x0 + b * mx], b)
-        mean = float(image.mean())
-        image = image / mean - 1.0 if mean > 0 else (image - mean) / float(image.std().clamp(min=1e-12))
-        matrix = view_projection_matrix(series, tilt).clone()
-        matrix[:, 3] /= b
-        images.append((tilt, image.to(device), matrix))
-    return images
 
 
 def extract_series(
@@ -68,22 +34,15 @@ def extract_series(
     tilts."""
     import torch
 
-    from tomoforge.averaging.particles import Optics, extract_views, view_ctfs
-    from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
-    from tomoforge.fourier.dose import dose_weights
+    from tomoforge.averaging.particles import extract_views
+    from tomoforge.fourier import shift_phase_ramp_2d
     from tomoforge.io.mrc import write_mrc
+    from tomoforge.steps._particle_views import tilt_images, view_transfers
 
-    acquisition = series.acquisition
-    optics = Optics(
-        acquisition.voltage_kv, acquisition.spherical_aberration_mm, acquisition.amplitude_contrast
-    )
     pixel = series.pixel_size_angstrom * params.binning
     box = params.box_size_px
     crop = params.crop_size_px or box
     lo = box // 2 - crop // 2
-    frequencies = torch.linalg.vector_norm(
-        fftfreq_grid((box, box), spacing_angstrom=pixel, device=device, dtype=torch.float32), dim=-1
-    )
     images = tilt_images(series, params, device)
     folder = out / "Subtomograms" / series.ts_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,17 +55,7 @@ def extract_series(
             cut = extract_views(image, matrix, positions[start : chunk.stop], box)
             if cut.kept.numel() == 0:
                 continue
-            transfer = view_ctfs(
-                cut.depth_px, tilt.ctf, optics, pixel_size_angstrom=pixel, size=box,
-                handedness=series.defocus_handedness or 1,
-            )  # fmt: skip
-            if params.dose_weighting:
-                transfer = transfer * dose_weights(
-                    frequencies,
-                    prior_dose_e_per_angstrom2=tilt.prior_dose_e_per_angstrom2,
-                    dose_e_per_angstrom2=tilt.dose_e_per_angstrom2,
-                    voltage_kv=acquisition.voltage_kv,
-                ).to(torch.float32)
+            transfer = view_transfers(series, tilt, cut.depth_px, params, pixel, box)
             spectrum = (
                 torch.fft.rfft2(cut.boxes) * shift_phase_ramp_2d(cut.shifts_xy_px, (box, box)) * transfer
             )

@@ -23,38 +23,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from tomoforge.steps._device import device_problems, resolve_device
+from tomoforge.steps._device import resolve_device
+from tomoforge.steps._particle_views import AveragingParams
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["ExtractParams", "extract_subtomograms"]
 
 
-class ExtractParams(BaseModel):
-    """Parameters of ``averaging.extract`` (RELION's in brackets)."""
+class ExtractParams(AveragingParams):
+    """Parameters of ``averaging.extract`` (RELION's in brackets): the box, binning, dose limit and device of
+    :class:`~tomoforge.steps._particle_views.AveragingParams`, the crop and the fewest visible tilts."""
 
-    box_size_px: int = Field(64, ge=4, description="Box cut in each binned tilt image, pixels (--b).")
     crop_size_px: int | None = Field(
         None, ge=4, description="Real-space crop of the processed box, pixels (--crop); default: the box."
-    )
-    binning: int = Field(1, ge=1, description="Binning of the tilt images (--bin).")
-    max_dose_e_per_angstrom2: float = Field(
-        50.0, gt=0, description="Tilts with more pre-exposure are not used (--max_dose), e⁻/Å²."
     )
     min_frames: int = Field(
         1, ge=1, description="Particles with fewer visible tilts are dropped (--min_frames)."
     )
-    dose_weighting: bool = Field(True, description="Multiply each box by its dose weight.")
-    device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
     @model_validator(mode="after")
     def _sizes(self) -> ExtractParams:
         if self.crop_size_px is not None and self.crop_size_px > self.box_size_px:
             raise ValueError(f"crop_size_px ({self.crop_size_px}) exceeds box_size_px ({self.box_size_px})")
-        problems = device_problems(self.device)
-        if problems:
-            raise ValueError(problems)
         return self
 
 
@@ -96,27 +88,21 @@ def _methods(params: ExtractParams) -> str:
 )
 def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext) -> dict[str, Path]:
     """Cut, centre, CTF-premultiply and store every particle's views."""
-    import numpy as np
-
-    from tomoforge.steps._artifacts import read_tilt_series
-    from tomoforge.steps._particle_views import particle_table
-    from tomoforge.steps._particles import read_particles_artifact
+    from tomoforge.steps._particle_views import read_particle_inputs
     from tomoforge.steps._subtomograms import extract_series, write_extraction
-    from tomoforge.steps._tomograms import read_tomograms
 
     device = resolve_device(params.device)
-    particles = read_particles_artifact(inputs.path("particles"))
-    series_list = read_tilt_series(inputs.path("tilt_series"))
-    origins = (
-        {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(inputs.path("tomograms"))}
-        if "tomograms" in inputs
-        else {}
+    read = read_particle_inputs(
+        inputs.path("particles"),
+        inputs.path("tilt_series"),
+        inputs.path("tomograms") if "tomograms" in inputs else None,
+        params.binning,
     )
-    table = particle_table(particles, {s.ts_id for s in series_list}, origins)
+    particles, table = read.particles, read.table
     out = ctx.work_dir / "subtomograms"
     out.mkdir()
     results = {}
-    for series in series_list:
+    for series in read.series:
         if series.ts_id not in table:
             continue
         index = [i for i, p in enumerate(particles.particles) if p.ts_id == series.ts_id]
@@ -124,6 +110,5 @@ def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext)
         results[series.ts_id] = extract_series(out, series, table[series.ts_id], index, params, bar, device)
         kept = sum(1 for r in results[series.ts_id] if r is not None)
         ctx.logger.info("%s: %d of %d particles extracted", series.ts_id, kept, len(index))
-    pixel = series_list[0].pixel_size_angstrom * params.binning
-    write_extraction(out, particles, results, params, pixel)
+    write_extraction(out, particles, results, params, read.pixel_size_angstrom)
     return {"subtomograms": out}

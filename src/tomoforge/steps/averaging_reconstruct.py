@@ -23,41 +23,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from tomoforge.steps._device import device_problems, resolve_device
+from tomoforge.steps._device import resolve_device
+from tomoforge.steps._particle_views import AveragingParams, point_group
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["ReconstructParticleParams", "reconstruct_particle"]
 
 
-class ReconstructParticleParams(BaseModel):
-    """Parameters of ``averaging.reconstruct`` (RELION's in brackets)."""
+class ReconstructParticleParams(AveragingParams):
+    """Parameters of ``averaging.reconstruct`` (RELION's in brackets): the box, binning, dose limit and device of
+    :class:`~tomoforge.steps._particle_views.AveragingParams`, and the point group."""
 
-    box_size_px: int = Field(64, ge=8, description="Box edge in pixels of the binned images (--b / --crop).")
-    binning: int = Field(1, ge=1, description="Binning of the tilt images before extraction (--bin).")
     symmetry: str = Field("C1", description="Point group: C1, Cn or Dn (--sym).")
-    max_dose_e_per_angstrom2: float = Field(
-        50.0, gt=0, description="Tilts with more pre-exposure than this are left out (--max_dose), e⁻/Å²."
-    )
-    dose_weighting: bool = Field(True, description="Weight each tilt by its radiation damage.")
-    device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
-    @field_validator("symmetry")
-    @classmethod
-    def _point_group(cls, value: str) -> str:
-        from tomoforge.averaging import symmetry_rotations
-
-        symmetry_rotations(value.upper())  # raises a clear ValueError for a bad one
-        return value.upper()
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        problems = device_problems(value)
-        if problems:
-            raise ValueError(problems)
-        return value
+    _point_group = field_validator("symmetry")(point_group)
 
 
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
@@ -103,34 +84,27 @@ def reconstruct_particle(
     params: ReconstructParticleParams, inputs: Inputs, ctx: RunContext
 ) -> dict[str, Path]:
     """Reconstruct the map and half maps from the particles' views in the tilt images."""
-    import numpy as np
-
     from tomoforge.averaging.particles import ParticleAccumulators, reconstruct_half_maps
-    from tomoforge.steps._artifacts import read_tilt_series
     from tomoforge.steps._map_outputs import write_map_folder
-    from tomoforge.steps._particle_views import insert_series, particle_table
-    from tomoforge.steps._particles import read_particles_artifact
-    from tomoforge.steps._tomograms import read_tomograms
+    from tomoforge.steps._particle_views import insert_views, read_particle_inputs, tilt_images
 
     device = resolve_device(params.device)
-    particles = read_particles_artifact(inputs.path("particles"))
-    series_list = read_tilt_series(inputs.path("tilt_series"))
-    origins = (
-        {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(inputs.path("tomograms"))}
-        if "tomograms" in inputs
-        else {}
+    read = read_particle_inputs(
+        inputs.path("particles"),
+        inputs.path("tilt_series"),
+        inputs.path("tomograms") if "tomograms" in inputs else None,
+        params.binning,
     )
-    table = particle_table(particles, {s.ts_id for s in series_list}, origins)
-    pixel = series_list[0].pixel_size_angstrom * params.binning
-    if any(abs(s.pixel_size_angstrom * params.binning - pixel) > 1e-3 * pixel for s in series_list):
-        raise ValueError("the tilt series have different pixel sizes; reconstruct them separately")
+    table, pixel = read.table, read.pixel_size_angstrom
     accumulators = ParticleAccumulators(params.box_size_px, device=device)
-    for series in series_list:
+    for series in ctx.progress(len(read.series), "inserting views").wrap(read.series):
         if series.ts_id not in table:
             continue
-        bar = ctx.progress(series.n_tilts, f"{series.ts_id}: inserting views")
-        used = insert_series(accumulators, series, table[series.ts_id], params, bar, device)
-        ctx.logger.info("%s: %d particles, %d tilts used", series.ts_id, len(table[series.ts_id][0]), used)
+        images = tilt_images(series, params, device)
+        insert_views(accumulators, series, images, table[series.ts_id], params, pixel)
+        ctx.logger.info(
+            "%s: %d particles, %d tilts used", series.ts_id, len(table[series.ts_id][0]), len(images)
+        )
     if accumulators.n_views == 0:
         raise ValueError(
             "no particle view lies inside any tilt image; check the box size and the particles' tomograms"

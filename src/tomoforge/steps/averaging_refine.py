@@ -27,19 +27,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from tomoforge.steps._device import device_problems, resolve_device
+from tomoforge.steps._device import resolve_device
+from tomoforge.steps._particle_views import AveragingParams, point_group
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["RefineParams", "refine_particles"]
 
 
-class RefineParams(BaseModel):
-    """Parameters of ``averaging.refine`` (RELION's in brackets)."""
+class RefineParams(AveragingParams):
+    """Parameters of ``averaging.refine`` (RELION's in brackets): the box, binning, dose limit and device of
+    :class:`~tomoforge.steps._particle_views.AveragingParams`, and the search."""
 
-    box_size_px: int = Field(64, ge=8, description="Box edge in pixels of the binned images.")
-    binning: int = Field(1, ge=1, description="Binning of the tilt images.")
     symmetry: str = Field("C1", description="Point group of the references: C1, Cn or Dn (--sym).")
     iterations: int = Field(5, ge=1, description="Refinement iterations.")
     initial_step_deg: float = Field(4.0, gt=0, description="Angular step of the first local search, degrees.")
@@ -51,29 +51,13 @@ class RefineParams(BaseModel):
         40.0, gt=0, description="Low-pass of a given reference at the first iteration, Å (--ini_high)."
     )
     mask_diameter_angstrom: float | None = Field(
-        None, gt=0, description="Diameter of the soft spherical mask of the references, Å; default 0.8 × box."
+        None,
+        gt=0,
+        description="Diameter of the soft circular/spherical masks of the particles and references, Å; "
+        "default 0.8 × box (--particle_diameter).",
     )
-    max_dose_e_per_angstrom2: float = Field(
-        50.0, gt=0, description="Tilts with more pre-exposure are not used, e⁻/Å²."
-    )
-    dose_weighting: bool = Field(True, description="Weight each tilt by its radiation damage.")
-    device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
-    @field_validator("symmetry")
-    @classmethod
-    def _point_group(cls, value: str) -> str:
-        from tomoforge.averaging import symmetry_rotations
-
-        symmetry_rotations(value.upper())
-        return value.upper()
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        problems = device_problems(value)
-        if problems:
-            raise ValueError(problems)
-        return value
+    _point_group = field_validator("symmetry")(point_group)
 
 
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
