@@ -4,7 +4,7 @@ simulator's oracle (true motion, alignment, CTF and poses, from the raw movies) 
 Particles: (1) the true particles carried into the frame the fiducial alignment solved (registered on the gold
 beads, as the picking benchmarks do): the pipeline's alignment and CTF with perfect poses; (2) the picks and
 orientations of a ``picking.template`` run (``--template-run``, optional), above ``--score`` and after RELION's
-duplicate removal at 30 Å, if that run exists. Each is reconstructed at the demo's 5.4 Å pixel, box ``--box``, C6,
+no duplicate removal, if that run exists. Each is reconstructed at the demo's 5.4 Å pixel, box ``--box``, C6,
 and scored by the half-map FSC (0.143) and the FSC against the true map within its envelope (0.5 and 0.143), next
 to the oracle computed the same way.
 
@@ -85,6 +85,12 @@ def main() -> None:
     parser.add_argument("--template-run", type=int)
     parser.add_argument("--score", type=float, default=0.25)
     parser.add_argument("--box", type=int, default=48)
+    parser.add_argument(
+        "--max-dose",
+        type=float,
+        default=1000.0,
+        help="e⁻/Å²; the oracle uses every tilt, RELION's default is 50",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     project = Project.open(args.project, write=True)
@@ -126,7 +132,13 @@ def main() -> None:
     pixel = 5.4
     truth_map = _truth_on(args.box, pixel, args.truth)
     start = time.perf_counter()
-    oracle = run_oracle(args.dataset, args.work / "oracle", box_size_px=args.box, pixel_size_angstrom=pixel)
+    oracle = run_oracle(
+        args.dataset,
+        args.work / "oracle",
+        box_size_px=args.box,
+        pixel_size_angstrom=pixel,
+        max_dose_e_per_angstrom2=args.max_dose,
+    )
     print(
         f"\noracle ({oracle['n_particles']} particles, {oracle['n_views']} views, {time.perf_counter() - start:.0f} s): "
         + _score(args.work / "oracle" / "average", truth_map, pixel)
@@ -136,7 +148,7 @@ def main() -> None:
         result = run_step(
             project,
             "averaging.reconstruct",
-            {"box_size_px": args.box, "symmetry": "C6"},
+            {"box_size_px": args.box, "symmetry": "C6", "max_dose_e_per_angstrom2": args.max_dose},
             {"particles": particles_folder, "tilt_series": RunOutput(args.ctf_run, "tilt_series")},
         )
         out = result.outputs["map"].path

@@ -161,3 +161,32 @@ def test_crop_larger_than_box_and_missing_ctf_are_refused(
     )
     with pytest.raises(StepFailedError, match="ctf.estimate"):
         run_step(project, "averaging.extract", {}, {"particles": particles, "tilt_series": no_ctf})
+
+
+def test_3d_subtomograms_hold_each_point_at_their_centre(
+    blobs: tuple[Project, Path, Path, TiltSeries],
+) -> None:
+    project, series_folder, particles, _ = blobs
+    result = run_step(
+        project,
+        "averaging.extract",
+        {"box_size_px": 24, "crop_size_px": 16, "dose_weighting": False, "dimension": "3d"},
+        {"particles": particles, "tilt_series": series_folder},
+    )
+    out = result.outputs["subtomograms"].path
+    record = json.loads((out / "extraction.json").read_text())
+    for entry in record["particles"]:
+        data = np.asarray(read_mrc(out / entry["file"]).data, dtype=np.float64)
+        weights = np.asarray(read_mrc(out / entry["weights"]).data, dtype=np.float64)
+        assert data.shape == weights.shape == (16, 16, 16)
+        v = (data - np.median(data)) ** 2
+        zz, yy, xx = np.indices(v.shape)
+        centroid = [float((v * a).sum() / v.sum()) for a in (xx, yy, zz)]
+        assert np.allclose(centroid, 8.0, atol=0.3), centroid
+        # Σ CTF²: positive where views were inserted, and Hermitian (W(−k) = W(k) about the centre voxel).
+        assert weights[8, 8, 8] > 0 and np.allclose(
+            weights[1:, 1:, 1:], weights[1:, 1:, 1:][::-1, ::-1, ::-1]
+        )
+    table = starfile.read(out / "particles.star", always_dict=True)
+    assert int(table["general"]["rlnTomoSubTomosAre2DStacks"]) == 0
+    assert list(table["particles"]["rlnCtfImage"]) == [e["weights"] for e in record["particles"]]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tomoforge.steps._particle_views import ParticleTable
     from tomoforge.workflow.context import ProgressTracker
 
-__all__ = ["extract_series", "write_extraction"]
+__all__ = ["extract_series", "subtomogram_3d", "write_extraction"]
 
 _CHUNK = 256
 """Particles processed together: their views of every tilt are held until their stacks are written."""
@@ -50,36 +50,70 @@ def extract_series(
     records: list[dict[str, object] | None] = []
     for start in range(0, len(index), _CHUNK):
         chunk = range(start, min(start + _CHUNK, len(index)))
-        views: dict[int, list[tuple[int, torch.Tensor]]] = {i: [] for i in chunk}
+        views: dict[int, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]] = {i: [] for i in chunk}
         for tilt, image, matrix in images:
             cut = extract_views(image, matrix, positions[start : chunk.stop], box)
             if cut.kept.numel() == 0:
                 continue
-            transfer = view_transfers(series, tilt, cut.depth_px, params, pixel, box)
-            spectrum = (
-                torch.fft.rfft2(cut.boxes) * shift_phase_ramp_2d(cut.shifts_xy_px, (box, box)) * transfer
-            )
-            boxes = torch.fft.irfft2(spectrum, s=(box, box))[:, lo : lo + crop, lo : lo + crop].cpu()
+            centred = torch.fft.rfft2(cut.boxes) * shift_phase_ramp_2d(cut.shifts_xy_px, (box, box))
+            if params.dimension == "2d":  # CTF- and dose-premultiplied boxes
+                centred = centred * view_transfers(series, tilt, cut.depth_px, params, pixel, box)
+                transfer = torch.empty(len(cut.kept), 0)
+            else:  # raw boxes, their transfer at the crop size for the 3D insertion
+                transfer = view_transfers(series, tilt, cut.depth_px, params, pixel, crop).cpu()
+            boxes = torch.fft.irfft2(centred, s=(box, box))[:, lo : lo + crop, lo : lo + crop].cpu()
+            rotation = matrix[:, :3].to(torch.float32).cpu()
             for k, j in enumerate(cut.kept.tolist()):
-                views[start + j].append((tilt.index, boxes[k]))
+                views[start + j].append((tilt.index, boxes[k], transfer[k], rotation))
         for i in chunk:
             progress()
             mine = views[i]
             if len(mine) < params.min_frames:
                 records.append(None)
                 continue
-            name = f"Subtomograms/{series.ts_id}/{index[i] + 1:06d}_stack2d.mrcs"
-            stack = torch.stack([b for _, b in mine]).numpy()
-            write_mrc(stack, out / name, voxel_size_angstrom=pixel, is_stack=True)
-            seen = {t for t, _ in mine}
-            records.append(
-                {
-                    "file": name,
-                    "tilts": [t for t, _ in mine],
-                    "visible": [int(t.index in seen) for t in series.included()],
-                }
-            )
+            stem = f"Subtomograms/{series.ts_id}/{index[i] + 1:06d}"
+            seen = {v[0] for v in mine}
+            record: dict[str, object] = {
+                "tilts": [v[0] for v in mine],
+                "visible": [int(t.index in seen) for t in series.included()],
+            }
+            if params.dimension == "2d":
+                record["file"] = f"{stem}_stack2d.mrcs"
+                stack = torch.stack([v[1] for v in mine]).numpy()
+                write_mrc(stack, out / f"{stem}_stack2d.mrcs", voxel_size_angstrom=pixel, is_stack=True)
+            else:
+                record["file"], record["weights"] = f"{stem}_data.mrc", f"{stem}_weights.mrc"
+                data, weights = subtomogram_3d(
+                    torch.stack([v[1] for v in mine]),
+                    torch.stack([v[3] for v in mine]),
+                    torch.stack([v[2] for v in mine]),
+                )
+                write_mrc(data.numpy(), out / f"{stem}_data.mrc", voxel_size_angstrom=pixel)
+                write_mrc(weights.numpy(), out / f"{stem}_weights.mrc", voxel_size_angstrom=pixel)
+            records.append(record)
     return records
+
+
+def subtomogram_3d(
+    boxes: torch.Tensor, rotations: torch.Tensor, transfers: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 3D pseudo-subtomogram from a particle's centred views: the inverse transform of ``Σ H·X̂`` inserted on the
+    ``c³`` grid (the views' rotations, tomogram frame) and the weights ``Σ H²`` as a real ``c³`` volume with the
+    transform's origin at the centre voxel ``c // 2`` (RELION's ``_data.mrc`` and ``_weights.mrc``)."""
+    import torch
+
+    from tomoforge.averaging import insert_slices
+
+    c = boxes.shape[-1]
+    data_sum, weight_sum = insert_slices(boxes, rotations, ctf=transfers, pad_factor=1)
+    data = torch.fft.fftshift(torch.fft.irfftn(data_sum, s=(c, c, c)))
+    # The full Hermitian grid of the weights: W(−k) = W(k).
+    full = torch.zeros((c, c, c), dtype=weight_sum.dtype)
+    full[..., : c // 2 + 1] = weight_sum
+    minus = (-torch.arange(c)) % c
+    for j in range(c // 2 + 1, c):
+        full[..., j] = weight_sum[minus][:, minus][..., c - j]
+    return data.to(torch.float32), torch.fft.fftshift(full).to(torch.float32)
 
 
 def write_extraction(
@@ -111,6 +145,7 @@ def write_extraction(
         entries.append({"index": k, "ts_id": particle.ts_id, **record})
         rows.append(
             {
+                **({"rlnCtfImage": record["weights"]} if "weights" in record else {}),
                 "rlnImageName": record["file"],
                 "rlnTomoVisibleFrames": "[" + ",".join(str(v) for v in record["visible"]) + "]",  # type: ignore[attr-defined]
             }
@@ -124,7 +159,9 @@ def write_extraction(
     )
     write_relion_particles(
         RelionParticles(
-            particles=ungrouped, extra=pd.DataFrame(rows), general={"rlnTomoSubTomosAre2DStacks": 1}
+            particles=ungrouped,
+            extra=pd.DataFrame(rows),
+            general={"rlnTomoSubTomosAre2DStacks": int(params.dimension == "2d")},
         ),
         out / "particles.star",
     )
@@ -133,6 +170,7 @@ def write_extraction(
         "box_size_px": params.box_size_px,
         "crop_size_px": crop,
         "binning": params.binning,
+        "dimension": params.dimension,
         "dropped": len(particles.particles) - len(kept),
         "particles": entries,
     }

@@ -8,9 +8,12 @@ binned by ``binning`` first and made contrast images ``I/⟨I⟩ − 1``), moved
 multiplied in Fourier space by its CTF at the particle's depth and by its dose weight (the CTF-premultiplied
 images of RELION's 2D stacks), and cropped to ``crop_size_px`` in real space.
 
-The views are written as 2D stacks (RELION's ``--stack2d``, what its refinement reads):
-``Subtomograms/<ts>/<n>_stack2d.mrcs`` holds a particle's visible boxes in the order of the series' included tilts.
-3D subtomograms with CTF² weights (RELION's default, for the initial model) are not written yet.
+* ``dimension="2d"`` (RELION's ``--stack2d``, what its refinement reads): ``Subtomograms/<ts>/<n>_stack2d.mrcs``
+  holds a particle's visible premultiplied boxes in the order of the series' included tilts.
+* ``dimension="3d"`` (RELION's default, for the initial model): the raw centred boxes are inserted into Fourier
+  space with their views' rotations, in the tomogram's frame, and CTF × dose as transfer; ``<n>_data.mrc`` is the
+  inverse transform of the premultiplied sum and ``<n>_weights.mrc`` the summed squared transfer (the transform's
+  origin at the centre voxel), RELION's ``rlnImageName`` and ``rlnCtfImage``.
 
 Output: a ``subtomograms`` folder with ``particles.star`` (RELION 5: ``rlnImageName``, ``rlnTomoVisibleFrames``
 over the included tilts; ``data_general`` ``rlnTomoSubTomosAre2DStacks 1``), ``particles.json`` (the kept
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -42,6 +46,9 @@ class ExtractParams(AveragingParams):
     min_frames: int = Field(
         1, ge=1, description="Particles with fewer visible tilts are dropped (--min_frames)."
     )
+    dimension: Literal["2d", "3d"] = Field(
+        "2d", description="2D stacks (--stack2d, for refinement) or 3D subtomograms with CTF² weights."
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> ExtractParams:
@@ -57,13 +64,15 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
         "dropped": record["dropped"],
         "pixel_size_angstrom": record["pixel_size_angstrom"],
         "box / crop": f"{record['box_size_px']} / {record['crop_size_px']}",
+        "dimension": record["dimension"],
     }
 
 
 def _methods(params: ExtractParams) -> str:
+    kind = "2D stacks of per-tilt boxes" if params.dimension == "2d" else "3D subtomograms with CTF² weights"
     return (
-        f"Pseudo-subtomograms were extracted as 2D stacks of per-tilt boxes (box {params.box_size_px}, binning {params.binning}), "
-        "each tilt's box centred on the particle's projection and premultiplied by its CTF at the particle's depth"
+        f"Pseudo-subtomograms were extracted as {kind} (box {params.box_size_px}, binning {params.binning}), "
+        "each tilt's box centred on the particle's projection and weighted by its CTF at the particle's depth"
         f"{' and its dose weight' if params.dose_weighting else ''}, leaving out tilts with more than "
         f"{params.max_dose_e_per_angstrom2:g} e⁻/Å² of prior exposure, as RELION 5's relion_tomo_subtomo does "
         "(Burt et al. 2024, Nat. Commun. 15, 1395)."
