@@ -52,3 +52,23 @@ def true_tiny_series(
         for t in series.tilts
     ]
     return truth, series.model_copy(update={"tilts": tilts, "defocus_handedness": record["handedness"]})
+
+
+def series_without_ctf(folder: Path, series: TiltSeries) -> Path:
+    """A ``tilt_series`` folder holding ``series`` (stack hard-linked) with every tilt's CTF removed."""
+    import os
+
+    from tomoforge.steps._artifacts import write_tilt_series
+
+    folder.mkdir()
+    os.link(series.stack_file, folder / f"{series.ts_id}.mrc")
+    write_tilt_series(
+        folder,
+        series.model_copy(
+            update={
+                "stack_file": folder / f"{series.ts_id}.mrc",
+                "tilts": [t.model_copy(update={"ctf": None}) for t in series.tilts],
+            }
+        ),
+    )
+    return folder

@@ -9,7 +9,6 @@ defocus) so that the premultiplied boxes are the blobs themselves.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import starfile
 import torch
 
-from tiny_series import true_tiny_series
+from tiny_series import series_without_ctf, true_tiny_series
 from tomoforge.geometry import project_points, projection_matrices_from_xf
 from tomoforge.io.convert import read_alignment
 from tomoforge.io.mrc import read_mrc, write_mrc
@@ -147,18 +146,7 @@ def test_crop_larger_than_box_and_missing_ctf_are_refused(
             project, "averaging.extract", {"box_size_px": 12, "crop_size_px": 16},
             {"particles": particles, "tilt_series": series_folder},
         )  # fmt: skip
-    no_ctf = tmp_path / "no_ctf"
-    no_ctf.mkdir()
-    os.link(series.stack_file, no_ctf / "TS_01.mrc")
-    write_tilt_series(
-        no_ctf,
-        series.model_copy(
-            update={
-                "stack_file": no_ctf / "TS_01.mrc",
-                "tilts": [t.model_copy(update={"ctf": None}) for t in series.tilts],
-            }
-        ),
-    )
+    no_ctf = series_without_ctf(tmp_path / "no_ctf", series)
     with pytest.raises(StepFailedError, match="ctf.estimate"):
         run_step(project, "averaging.extract", {}, {"particles": particles, "tilt_series": no_ctf})
 

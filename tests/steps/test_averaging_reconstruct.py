@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_series import true_tiny_series
+from tiny_series import series_without_ctf, true_tiny_series
 from tomoforge.io.mrc import read_mrc
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.models import ParticleSet, TiltSeries, save_json
@@ -110,17 +110,6 @@ def test_bad_inputs_are_named(tiny: tuple[Project, Path, Path, Path, TiltSeries]
     save_json(moved, stray / "particles.json")
     with pytest.raises(StepFailedError, match="TS_99"):
         run_step(project, "averaging.reconstruct", {}, {"particles": stray, "tilt_series": series_folder})
-    no_ctf = tmp_path / "no_ctf"
-    no_ctf.mkdir()
-    os.link(series.stack_file, no_ctf / "TS_01.mrc")
-    write_tilt_series(
-        no_ctf,
-        series.model_copy(
-            update={
-                "stack_file": no_ctf / "TS_01.mrc",
-                "tilts": [t.model_copy(update={"ctf": None}) for t in series.tilts],
-            }
-        ),
-    )
+    no_ctf = series_without_ctf(tmp_path / "no_ctf", series)
     with pytest.raises(StepFailedError, match="ctf.estimate"):
         run_step(project, "averaging.reconstruct", {}, {"particles": particles, "tilt_series": no_ctf})
