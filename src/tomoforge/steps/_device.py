@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["device_problems", "resolve_device"]
+__all__ = ["checked_device", "device_problems", "resolve_device"]
 
 
 def device_problems(name: str) -> list[str]:
@@ -27,3 +27,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def checked_device(name: str) -> str:
+    """``name`` when it can be used; a ``ValueError`` with the reason otherwise (a params-model validator)."""
+    problems = device_problems(name)
+    if problems:
+        raise ValueError(problems)
+    return name

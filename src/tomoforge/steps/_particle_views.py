@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from tomoforge.steps._device import device_problems
+from tomoforge.steps._device import checked_device
+from tomoforge.workflow import InputSpec
 
 if TYPE_CHECKING:
     import torch
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from tomoforge.models import ParticleSet, TiltImage, TiltSeries
 
 __all__ = [
+    "PARTICLE_INPUTS",
     "AveragingParams",
     "ParticleInputs",
     "ParticleTable",
@@ -27,6 +29,17 @@ __all__ = [
     "tilt_images",
     "view_transfers",
 ]
+
+PARTICLE_INPUTS = {
+    "particles": InputSpec(kind="particles", description="Particles with their positions and orientations."),
+    "tilt_series": InputSpec(kind="tilt_series", description="Aligned tilt series with CTF per tilt."),
+    "tomograms": InputSpec(
+        kind="tomograms",
+        optional=True,
+        description="Tomograms whose centres the particle positions refer to.",
+    ),
+}
+"""The inputs of the averaging steps that read particles' views from tilt series."""
 
 ParticleTable = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Positions ``(n, 3)`` in Å from the specimen origin, rotations ``(n, 3, 3)`` and half sets ``(n,)`` (1 or 2)."""
@@ -43,13 +56,7 @@ class AveragingParams(BaseModel):
     dose_weighting: bool = Field(True, description="Weight each tilt by its radiation damage.")
     device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        problems = device_problems(value)
-        if problems:
-            raise ValueError(problems)
-        return value
+    _device = field_validator("device")(checked_device)
 
 
 def point_group(value: str) -> str:

@@ -30,8 +30,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tomoforge.steps._device import resolve_device
-from tomoforge.steps._particle_views import AveragingParams
-from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
+from tomoforge.steps._particle_views import PARTICLE_INPUTS, AveragingParams
+from tomoforge.workflow import Artifact, Inputs, RunContext, step
 
 __all__ = ["ExtractParams", "extract_subtomograms"]
 
@@ -82,15 +82,7 @@ def _methods(params: ExtractParams) -> str:
 @step(
     name="averaging.extract",
     version="1",
-    inputs={
-        "particles": InputSpec(kind="particles", description="Particles with positions and orientations."),
-        "tilt_series": InputSpec(kind="tilt_series", description="Aligned tilt series with CTF per tilt."),
-        "tomograms": InputSpec(
-            kind="tomograms",
-            optional=True,
-            description="Tomograms whose centres the particle positions refer to.",
-        ),
-    },
+    inputs=PARTICLE_INPUTS,
     outputs={"subtomograms": "subtomograms"},
     summary=_summary,
     methods=_methods,

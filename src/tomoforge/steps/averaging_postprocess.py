@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, field_validator
 
-from tomoforge.steps._device import device_problems, resolve_device
+from tomoforge.steps._device import checked_device, resolve_device
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 if TYPE_CHECKING:
@@ -87,13 +87,7 @@ class PostprocessParams(BaseModel):
     seed: int = Field(0, ge=0, description="Seed of the random phases (--random_seed).")
     device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        problems = device_problems(value)
-        if problems:
-            raise ValueError(problems)
-        return value
+    _device = field_validator("device")(checked_device)
 
 
 def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:

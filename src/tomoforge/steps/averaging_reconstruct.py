@@ -26,8 +26,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from tomoforge.steps._device import resolve_device
-from tomoforge.steps._particle_views import AveragingParams, point_group
-from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
+from tomoforge.steps._particle_views import PARTICLE_INPUTS, AveragingParams, point_group
+from tomoforge.workflow import Artifact, Inputs, RunContext, step
 
 __all__ = ["ReconstructParticleParams", "reconstruct_particle"]
 
@@ -67,15 +67,7 @@ def _methods(params: ReconstructParticleParams) -> str:
 @step(
     name="averaging.reconstruct",
     version="1",
-    inputs={
-        "particles": InputSpec(kind="particles", description="Particles with their poses."),
-        "tilt_series": InputSpec(kind="tilt_series", description="Aligned tilt series with CTF per tilt."),
-        "tomograms": InputSpec(
-            kind="tomograms",
-            optional=True,
-            description="Tomograms whose centres the particle positions refer to.",
-        ),
-    },
+    inputs=PARTICLE_INPUTS,
     outputs={"map": "map"},
     summary=_summary,
     methods=_methods,

@@ -30,7 +30,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from tomoforge.steps._device import resolve_device
-from tomoforge.steps._particle_views import AveragingParams, point_group
+from tomoforge.steps._particle_views import PARTICLE_INPUTS, AveragingParams, point_group
 from tomoforge.workflow import Artifact, Inputs, InputSpec, RunContext, step
 
 __all__ = ["RefineParams", "refine_particles"]
@@ -96,15 +96,9 @@ def _methods(params: RefineParams) -> str:
     name="averaging.refine",
     version="1",
     inputs={
-        "particles": InputSpec(kind="particles", description="Particles with their current poses."),
-        "tilt_series": InputSpec(kind="tilt_series", description="Aligned tilt series with CTF per tilt."),
+        **PARTICLE_INPUTS,
         "reference": InputSpec(
             kind="any", optional=True, description="A starting map (MRC), e.g. an initial model."
-        ),
-        "tomograms": InputSpec(
-            kind="tomograms",
-            optional=True,
-            description="Tomograms whose centres the particle positions refer to.",
         ),
     },
     outputs={"map": "map", "particles": "particles"},
