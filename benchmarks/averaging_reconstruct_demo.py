@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--template-run", type=int)
     parser.add_argument("--score", type=float, default=0.25)
     parser.add_argument("--box", type=int, default=48)
+    parser.add_argument("--half-sets", default="alternate", choices=["alternate", "by_group"])
     parser.add_argument(
         "--max-dose",
         type=float,
@@ -101,6 +102,9 @@ def main() -> None:
     rotation, shift, rms = _register(beads, gold)
     print(f"solved → truth: shift {np.round(shift, 1)} Å, bead RMS {rms:.1f} Å")
     true = read_relion_particles(args.truth / "relion5" / "particles.star").particles
+    viruses = json.loads((args.truth / "truth.json").read_text())["tilt_series"]["TS_01"]["particles"][
+        "virus_ids"
+    ]
     moved = true.model_copy(
         update={
             "particles": [
@@ -108,9 +112,10 @@ def main() -> None:
                     update={
                         "position_angstrom": tuple(rotation.T @ (np.array(p.position_angstrom) - shift)),
                         "rotation_matrix": tuple(map(tuple, rotation.T @ p.rotation())),
+                        "group": f"virus {virus}",
                     }
                 )
-                for p in true.particles
+                for p, virus in zip(true.particles, viruses, strict=True)
             ]
         }
     )
@@ -148,7 +153,12 @@ def main() -> None:
         result = run_step(
             project,
             "averaging.reconstruct",
-            {"box_size_px": args.box, "symmetry": "C6", "max_dose_e_per_angstrom2": args.max_dose},
+            {
+                "box_size_px": args.box,
+                "symmetry": "C6",
+                "max_dose_e_per_angstrom2": args.max_dose,
+                "half_sets": args.half_sets,
+            },
             {"particles": particles_folder, "tilt_series": RunOutput(args.ctf_run, "tilt_series")},
         )
         out = result.outputs["map"].path

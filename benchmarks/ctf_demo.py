@@ -24,7 +24,9 @@ from tomoforge.workflow import Project, RunOutput, run_step
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project", type=Path, required=True)
     parser.add_argument("--run", type=int, required=True, help="run id whose tilt_series output is fitted")
     parser.add_argument("--truth", type=Path, required=True, help="the simulator's truth folder")
@@ -33,14 +35,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     project = Project.open(args.project, write=True)
-    print("| tile | geometry | median err |tilt|≤30° (Å) | RMS |tilt|≤30° (Å) | RMS all (Å) | max |err| (Å) "
-          "| angle RMS (°) | handedness | s/tilt |")
+    print(
+        "| tile | geometry | median err |tilt|≤30° (Å) | RMS |tilt|≤30° (Å) | RMS all (Å) | max |err| (Å) "
+        "| angle RMS (°) | handedness | s/tilt |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for tile in args.tile:
-        for geometry in ([True, False] if args.geometry == "both" else [args.geometry == "on"]):
+        for geometry in [True, False] if args.geometry == "both" else [args.geometry == "on"]:
             params = {"tile_size_px": tile, "tilt_geometry": geometry, "device": args.device}
             start = time.perf_counter()
-            result = run_step(project, "ctf.estimate", params, {"tilt_series": RunOutput(args.run, "tilt_series")})
+            result = run_step(
+                project, "ctf.estimate", params, {"tilt_series": RunOutput(args.run, "tilt_series")}
+            )
             elapsed = time.perf_counter() - start
             folder = project.outputs(result.run.id)["tilt_series"].path
             record = json.loads(next(folder.glob("*_ctf.json")).read_text())

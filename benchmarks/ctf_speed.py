@@ -40,8 +40,12 @@ def image(shape: tuple[int, int], px: float, defocus: float, device: torch.devic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
@@ -52,8 +56,13 @@ def main() -> None:
             for tilt in (0.0, 60.0):
                 matrix = projection_matrices(torch.tensor(tilt, dtype=torch.float64), 85.0) if tilt else None
                 kwargs = dict(
-                    pixel_size_angstrom=px, voltage_kv=300.0, spherical_aberration_mm=2.7, amplitude_contrast=0.1,
-                    tile_size_px=tile, min_resolution_angstrom=50.0, max_resolution_angstrom=5.0,
+                    pixel_size_angstrom=px,
+                    voltage_kv=300.0,
+                    spherical_aberration_mm=2.7,
+                    amplitude_contrast=0.1,
+                    tile_size_px=tile,
+                    min_resolution_angstrom=50.0,
+                    max_resolution_angstrom=5.0,
                     projection_matrix=matrix,
                 )
                 fit = estimate_ctf(img, **kwargs)  # type: ignore[arg-type]

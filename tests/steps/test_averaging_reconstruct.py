@@ -113,3 +113,33 @@ def test_bad_inputs_are_named(tiny: tuple[Project, Path, Path, Path, TiltSeries]
     no_ctf = series_without_ctf(tmp_path / "no_ctf", series)
     with pytest.raises(StepFailedError, match="ctf.estimate"):
         run_step(project, "averaging.reconstruct", {}, {"particles": particles, "tilt_series": no_ctf})
+
+
+def test_half_sets_alternate_or_by_whole_group(tiny: tuple[Project, Path, Path, Path, TiltSeries]) -> None:
+    from tomoforge.steps._particle_views import particle_table
+
+    project, _, series_folder, particles, _ = tiny
+    one = ParticleSet.model_validate_json((particles / "particles.json").read_text())
+    labels = ["b", "a", "c", "a", "b", "c"]
+    grouped = one.model_copy(
+        update={
+            "particles": [
+                p.model_copy(update={"group": g}) for p, g in zip(one.particles, labels, strict=False)
+            ]
+        }
+    )
+    grouped = grouped.model_copy(update={"particles": grouped.particles[:6]})
+    halves = particle_table(grouped, {"TS_01"}, {}, "by_group")["TS_01"][2].tolist()
+    assert halves == [2, 1, 1, 1, 2, 1]  # groups a, b, c → halves 1, 2, 1
+    assert particle_table(grouped, {"TS_01"}, {}, "alternate")["TS_01"][2].tolist() == [1, 2, 1, 2, 1, 2]
+    single = one.model_copy(
+        update={"particles": [p.model_copy(update={"group": "1"}) for p in one.particles]}
+    )
+    folder = particles.parent / "single_group"
+    folder.mkdir(exist_ok=True)
+    save_json(single, folder / "particles.json")
+    with pytest.raises(StepFailedError, match="two groups"):
+        run_step(
+            project, "averaging.reconstruct", {"half_sets": "by_group"},
+            {"particles": folder, "tilt_series": series_folder},
+        )  # fmt: skip

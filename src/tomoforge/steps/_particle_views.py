@@ -4,7 +4,7 @@ series' usable tilt images, and the insertion of the particles' views into Fouri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
@@ -54,6 +54,11 @@ class AveragingParams(BaseModel):
         50.0, gt=0, description="Tilts with more pre-exposure than this are left out (--max_dose), e⁻/Å²."
     )
     dose_weighting: bool = Field(True, description="Weight each tilt by its radiation damage.")
+    half_sets: Literal["alternate", "by_group"] = Field(
+        "alternate",
+        description="Gold-standard halves when the particles have none: alternate in file order, or whole groups "
+        "(viruses) alternately, so that no box holds particles of both halves.",
+    )
     device: str = Field("auto", description="auto, cpu or cuda[:n].")
 
     _device = field_validator("device")(checked_device)
@@ -80,7 +85,7 @@ class ParticleInputs(NamedTuple):
 
 
 def read_particle_inputs(
-    particles: Path, tilt_series: Path, tomograms: Path | None, binning: int
+    particles: Path, tilt_series: Path, tomograms: Path | None, binning: int, half_sets: str = "alternate"
 ) -> ParticleInputs:
     """Read the particles, tilt series and optional tomograms of an averaging step."""
     from tomoforge.steps._artifacts import read_tilt_series
@@ -90,7 +95,7 @@ def read_particle_inputs(
     particle_set = read_particles_artifact(particles)
     series_list = read_tilt_series(tilt_series)
     origins = {t.ts_id: np.array(t.origin_angstrom) for t in read_tomograms(tomograms)} if tomograms else {}
-    table = particle_table(particle_set, {s.ts_id for s in series_list}, origins)
+    table = particle_table(particle_set, {s.ts_id for s in series_list}, origins, half_sets)
     pixel = series_list[0].pixel_size_angstrom * binning
     if any(abs(s.pixel_size_angstrom * binning - pixel) > 1e-3 * pixel for s in series_list):
         raise ValueError("the tilt series have different pixel sizes; process them separately")
@@ -98,19 +103,25 @@ def read_particle_inputs(
 
 
 def particle_table(
-    particles: ParticleSet, ts_ids: set[str], origins: dict[str, np.ndarray]
+    particles: ParticleSet, ts_ids: set[str], origins: dict[str, np.ndarray], half_sets: str = "alternate"
 ) -> dict[str, ParticleTable]:
-    """The particles per tilt series. Half sets are the particles' own when every one has one, else 1, 2, 1, 2, …
-    in file order (RELION's random halves need a seed; order keeps reruns identical)."""
+    """The particles per tilt series. Half sets are the particles' own when every one has one; else, with
+    ``"alternate"``, 1, 2, 1, 2, … in file order (RELION's random halves need a seed; order keeps reruns
+    identical), and with ``"by_group"`` whole groups (tomogram and group label, sorted) alternately."""
     missing = sorted({p.ts_id for p in particles.particles} - ts_ids)
     if missing:
         raise ValueError(f"particles refer to tilt series that are not in the input: {', '.join(missing)}")
     own = [p.half_set for p in particles.particles]
-    halves = (
-        np.array([int(h) for h in own])  # type: ignore[arg-type]
-        if all(h in (1, 2) for h in own)
-        else np.arange(len(own)) % 2 + 1
-    )
+    if all(h in (1, 2) for h in own):
+        halves = np.array([int(h) for h in own])  # type: ignore[arg-type]
+    elif half_sets == "by_group":
+        keys = sorted({(p.ts_id, p.group or "") for p in particles.particles})
+        if len(keys) < 2:
+            raise ValueError("half_sets 'by_group' needs particles of at least two groups (viruses)")
+        number = {key: k % 2 + 1 for k, key in enumerate(keys)}
+        halves = np.array([number[(p.ts_id, p.group or "")] for p in particles.particles])
+    else:
+        halves = np.arange(len(own)) % 2 + 1
     table: dict[str, ParticleTable] = {}
     for ts_id in sorted({p.ts_id for p in particles.particles}):
         index = [i for i, p in enumerate(particles.particles) if p.ts_id == ts_id]

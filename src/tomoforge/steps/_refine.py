@@ -88,7 +88,9 @@ def run_refinement(
     from tomoforge.steps._particle_views import read_particle_inputs, view_transfers
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    read = read_particle_inputs(particles_folder, series_folder, tomograms_folder, params.binning)
+    read = read_particle_inputs(
+        particles_folder, series_folder, tomograms_folder, params.binning, params.half_sets
+    )
     particles, table, origins, pixel = read.particles, read.table, read.origins, read.pixel_size_angstrom
     series_list = read.series
     state = [

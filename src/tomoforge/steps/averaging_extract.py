@@ -98,6 +98,7 @@ def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext)
         inputs.path("tilt_series"),
         inputs.path("tomograms") if "tomograms" in inputs else None,
         params.binning,
+        params.half_sets,
     )
     particles, table = read.particles, read.table
     out = ctx.work_dir / "subtomograms"

@@ -86,6 +86,7 @@ def reconstruct_particle(
         inputs.path("tilt_series"),
         inputs.path("tomograms") if "tomograms" in inputs else None,
         params.binning,
+        params.half_sets,
     )
     table, pixel = read.table, read.pixel_size_angstrom
     accumulators = ParticleAccumulators(params.box_size_px, device=device)
