@@ -2,7 +2,8 @@
 
 A ``map`` folder holds ``map.mrc``, ``half1.mrc`` and ``half2.mrc`` (voxel size in the header, centre voxel
 ``N // 2``), ``fsc.csv`` (shell, frequency in 1/Å, resolution in Å, FSC between the half maps), ``fsc.svg`` (the
-curve with the 0.143 line), ``map_slices.png`` (the central xy, xz and yz sections side by side) and
+curve with the 0.143 line), ``map_slices.png`` (the central xy, xz and yz sections side by side), ``map_isosurface.png`` (a shaded isosurface
+from the top, front and side), ``angular_distribution.png`` (where the particles' z axes point) and
 ``reconstruction.json`` (resolution at FSC 0.143 and 0.5, and what the step adds).
 """
 
@@ -75,11 +76,17 @@ def _slices_png(volume: np.ndarray, path: Path) -> None:
 
 
 def write_map_folder(
-    folder: Path, maps: HalfMaps, *, pixel_size_angstrom: float, extra: dict[str, object]
+    folder: Path,
+    maps: HalfMaps,
+    *,
+    pixel_size_angstrom: float,
+    extra: dict[str, object],
+    rotations: np.ndarray | None = None,
 ) -> dict[str, object]:
     """Write a ``map`` folder (module docstring); returns the record written to ``reconstruction.json``."""
     from tomoforge.averaging.fsc import fsc_resolution_angstrom, shell_frequencies_per_angstrom
     from tomoforge.io.mrc import write_mrc
+    from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
     from tomoforge.workflow.fsutil import atomic_write_text
 
     for name, volume in (("map", maps.map), ("half1", maps.half1), ("half2", maps.half2)):
@@ -98,6 +105,9 @@ def write_map_folder(
     atomic_write_text(folder / "fsc.csv", "\n".join(rows) + "\n")
     atomic_write_text(folder / "fsc.svg", fsc_svg(frequencies.numpy(), fsc.numpy(), resolution))
     _slices_png(maps.map.detach().cpu().numpy(), folder / "map_slices.png")
+    isosurface_png(maps.map.detach().cpu().numpy(), folder / "map_isosurface.png")
+    if rotations is not None and len(rotations):
+        angular_distribution_png(rotations, folder / "angular_distribution.png")
     record: dict[str, object] = {
         **extra,
         "box_size_px": box,

@@ -201,6 +201,7 @@ def run_refinement(
         pixel_size_angstrom=pixel,
         extra={"particles": sum(len(s.index) for s in state), "views": accumulators.n_views,
                "views_outside": accumulators.n_views_outside, "symmetry": params.symmetry},
+        rotations=np.concatenate([s.rotations for s in state]),
     )  # fmt: skip
     refined = list(particles.particles)
     for s in state:

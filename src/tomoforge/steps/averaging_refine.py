@@ -77,7 +77,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
             for it in record["iterations"]
         ],
         "final_resolution_angstrom": record["final"]["resolution_angstrom"],
-        "pictures": ["map_slices.png", "fsc.svg"],
+        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.png", "fsc.svg"],
     }
 
 
