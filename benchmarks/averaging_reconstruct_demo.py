@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tomoforge.averaging import (
+    centre_crop_or_pad,
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
@@ -51,11 +52,7 @@ def _truth_on(box: int, pixel: float, truth: Path) -> torch.Tensor:
     size = round(volume.shape[0] * float(mrc.voxel_size_angstrom[0]) / pixel)
     if size != volume.shape[0]:
         volume = fourier_resize(volume, size)
-    out = torch.zeros((box, box, box), dtype=torch.float64)
-    n = min(box, size)
-    a, b = size // 2 - n // 2, box // 2 - n // 2
-    out[b : b + n, b : b + n, b : b + n] = volume[a : a + n, a : a + n, a : a + n]
-    return out
+    return centre_crop_or_pad(volume, box)
 
 
 def _score(folder: Path, truth_map: torch.Tensor, pixel: float) -> str:

@@ -86,3 +86,20 @@ def test_local_rotations_are_a_grid_about_the_identity() -> None:
     assert small.shape == (27, 3, 3) and torch.allclose(small[0], torch.eye(3, dtype=torch.float64))
     angles = sorted(_angle_deg(r, torch.eye(3, dtype=torch.float64)) for r in small)
     assert abs(angles[-1] - 2.0 * math.sqrt(3)) < 1e-6 and abs(angles[1] - 2.0) < 1e-6
+
+
+def test_masked_view_spectra_centre_the_particle_and_drop_the_background() -> None:
+    from tomoforge.averaging.align import masked_view_spectra
+
+    b = 32
+    yy, xx = torch.meshgrid(
+        torch.arange(b, dtype=torch.float64), torch.arange(b, dtype=torch.float64), indexing="ij"
+    )
+    off = (0.3, -0.4)  # the particle sits this far (x, y) from the box centre
+    blob = torch.exp(-0.5 * ((xx - b // 2 - off[0]) ** 2 + (yy - b // 2 - off[1]) ** 2) / 2.0**2)
+    boxes = (5.0 + blob)[None]
+    spectra = masked_view_spectra(boxes, torch.tensor([[-off[0], -off[1]]]), radius_px=10.0, edge_px=3.0)
+    # Centred: a symmetric particle at the origin of the ifftshift-ed layout has a real transform.
+    assert float(spectra.imag.abs().max()) < 1e-3 * float(spectra.real.abs().max())
+    # The constant background is gone: the DC term is the blob's integral (2π·σ²), not 5·b².
+    assert abs(float(spectra[0, 0, 0].real) - 2 * math.pi * 4.0) < 0.05 * 2 * math.pi * 4.0

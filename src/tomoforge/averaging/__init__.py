@@ -2,6 +2,7 @@
 particle reconstruction from tilt images with gold-standard half maps, and the FSC."""
 
 from tomoforge.averaging.fsc import (
+    centre_crop_or_pad,
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
@@ -17,6 +18,7 @@ from tomoforge.averaging.insert import (
 
 __all__ = [
     "accumulator_shape",
+    "centre_crop_or_pad",
     "fourier_shell_correlation",
     "fsc_resolution_angstrom",
     "insert_slices",

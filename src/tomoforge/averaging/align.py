@@ -23,9 +23,16 @@ from typing import NamedTuple
 import torch
 
 from tomoforge.averaging.insert import _sample_half_grid
-from tomoforge.fourier import fftfreq_grid
+from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
 
-__all__ = ["LocalResult", "local_rotations", "local_search", "project_slices", "reference_table"]
+__all__ = [
+    "LocalResult",
+    "local_rotations",
+    "local_search",
+    "masked_view_spectra",
+    "project_slices",
+    "reference_table",
+]
 
 
 def reference_table(volume: torch.Tensor, pad_factor: int = 2) -> tuple[torch.Tensor, int]:
@@ -65,6 +72,29 @@ def project_slices(table: torch.Tensor, p: int, views: torch.Tensor, box: int) -
     samples = _sample_half_grid(table, p, coords.reshape(-1, 3))
     values = torch.complex(samples[:, 0], samples[:, 1])
     return values.reshape(views.shape[0], box, box // 2 + 1)
+
+
+def masked_view_spectra(
+    boxes: torch.Tensor, shifts_xy_px: torch.Tensor, *, radius_px: float, edge_px: float
+) -> torch.Tensor:
+    """``(k, b, b // 2 + 1)`` rfft2 of particle boxes as :func:`local_search` takes them: each box (centre
+    ``b // 2``) moved onto its centre by its sub-pixel shift, its background outside a circle of ``radius_px`` set
+    to its mean, then faded to zero over a raised-cosine edge of ``edge_px`` (RELION's particle mask), and
+    ``ifftshift``-ed so that a centred particle has zero phase."""
+    b = boxes.shape[-1]
+    real = torch.float64
+    spectra = torch.fft.rfft2(torch.fft.ifftshift(boxes.to(real), dim=(-2, -1)))
+    centred = torch.fft.irfft2(spectra * shift_phase_ramp_2d(shifts_xy_px.to(real), (b, b)), s=(b, b))
+    offsets = torch.fft.fftfreq(
+        b, 1.0 / b, dtype=real, device=boxes.device
+    )  # ifftshift-ed layout: centre at 0
+    r = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
+    fade = 0.5 * (1 + torch.cos(math.pi * (r - radius_px) / max(edge_px, 1e-6)))
+    circle = torch.where(
+        r <= radius_px, torch.ones_like(r), torch.where(r >= radius_px + edge_px, 0.0 * r, fade)
+    )
+    outside = (centred * (1 - circle)).sum(dim=(-2, -1)) / (1 - circle).sum().clamp(min=1e-12)
+    return torch.fft.rfft2((centred - outside[:, None, None]) * circle)
 
 
 def local_rotations(step_deg: float, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:

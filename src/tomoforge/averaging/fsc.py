@@ -24,6 +24,7 @@ __all__ = [
     "fourier_shell_correlation",
     "fsc_resolution_angstrom",
     "shell_frequencies_per_angstrom",
+    "centre_crop_or_pad",
     "soft_sphere_mask",
 ]
 
@@ -126,3 +127,16 @@ def soft_sphere_mask(
     return torch.where(
         r <= radius_px, torch.ones_like(r), torch.where(r >= radius_px + edge_px, 0.0 * r, edge)
     )
+
+
+def centre_crop_or_pad(volume: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut or zero-pad a cubic volume about its centre voxel ``N // 2`` to edge ``size`` (the centre stays at
+    ``size // 2``)."""
+    n = volume.shape[-1]
+    if size <= n:
+        s = n // 2 - size // 2
+        return volume[s : s + size, s : s + size, s : s + size]
+    out = volume.new_zeros((size, size, size))
+    s = size // 2 - n // 2
+    out[s : s + n, s : s + n, s : s + n] = volume
+    return out

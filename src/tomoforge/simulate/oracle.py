@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from tomoforge.averaging.fsc import centre_crop_or_pad
 from tomoforge.averaging.particles import (
     Optics,
     ParticleAccumulators,
@@ -379,18 +380,6 @@ def finish_oracle(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _centre_crop_or_pad(volume: torch.Tensor, size: int) -> torch.Tensor:
-    """Cut or zero-pad a cubic volume about its centre ``N // 2`` to ``size``."""
-    n = volume.shape[-1]
-    if size <= n:
-        s = n // 2 - size // 2
-        return volume[s : s + size, s : s + size, s : s + size]
-    out = volume.new_zeros((size, size, size))
-    s = size // 2 - n // 2
-    out[s : s + n, s : s + n, s : s + n] = volume
-    return out
-
-
 def _truth_on_grid(path: Path, box_size_px: int, pixel_size_angstrom: float) -> torch.Tensor | None:
     """The true map resampled (Fourier) onto the oracle's grid; None when the voxel ratio gives no whole box."""
     volume = read_mrc(path)
@@ -402,7 +391,7 @@ def _truth_on_grid(path: Path, box_size_px: int, pixel_size_angstrom: float) -> 
         return None
     if round(size) != n:
         truth = fourier_resize(truth, round(size))
-    return _centre_crop_or_pad(truth, box_size_px)
+    return centre_crop_or_pad(truth, box_size_px)
 
 
 def _half_sets(halves: Sequence[int | None]) -> torch.Tensor:

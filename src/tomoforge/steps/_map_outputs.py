@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from tomoforge.averaging.particles import HalfMaps
 
-__all__ = ["fsc_svg", "write_map_folder"]
+__all__ = ["fsc_svg", "read_cubic_map", "write_map_folder"]
 
 
 def fsc_svg(frequencies: np.ndarray, fsc: np.ndarray, resolution_angstrom: float) -> str:
@@ -119,3 +119,18 @@ def write_map_folder(
     }
     atomic_write_text(folder / "reconstruction.json", json.dumps(record, indent=1) + "\n")
     return record
+
+
+def read_cubic_map(path: Path) -> tuple[np.ndarray, float]:
+    """A reference map (float64) and its voxel size in Å; a clear error when it is not a cube or has no voxel
+    size."""
+    from tomoforge.io.mrc import read_mrc
+
+    mrc = read_mrc(path)
+    data = np.array(mrc.data, dtype=np.float64)
+    if data.ndim != 3 or len(set(data.shape)) != 1:
+        raise ValueError(f"{path}: the reference must be a cubic map, its shape is {data.shape}")
+    voxel = float(mrc.voxel_size_angstrom[0])
+    if not voxel > 0:
+        raise ValueError(f"{path}: the header gives no voxel size")
+    return data, voxel

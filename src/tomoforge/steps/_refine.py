@@ -44,24 +44,18 @@ def _reconstruct(state: list[_Series], params: Any, pixel: float, device: torch.
 
 
 def _starting_reference(path: Path, box: int, pixel: float, low_pass: float) -> torch.Tensor:
+    """The given reference on the refinement's grid, low-passed to ``low_pass`` Å (RELION's ``--ini_high``)."""
     import torch
 
-    from tomoforge.io.mrc import read_mrc
+    from tomoforge.averaging import centre_crop_or_pad
     from tomoforge.picking import rescale_reference
+    from tomoforge.steps._map_outputs import read_cubic_map
 
-    mrc = read_mrc(path)
-    data = np.array(mrc.data, dtype=np.float64)
-    if data.ndim != 3 or len(set(data.shape)) != 1:
-        raise ValueError(f"{path}: the reference must be a cubic map, its shape is {data.shape}")
-    volume = rescale_reference(torch.from_numpy(data), float(mrc.voxel_size_angstrom[0]), pixel)
-    n = volume.shape[0]
-    out = torch.zeros((box, box, box), dtype=torch.float64)
-    m = min(n, box)
-    a, b = n // 2 - m // 2, box // 2 - m // 2
-    out[b : b + m, b : b + m, b : b + m] = volume[a : a + m, a : a + m, a : a + m]
+    data, voxel = read_cubic_map(path)
+    volume = centre_crop_or_pad(rescale_reference(torch.from_numpy(data), voxel, pixel), box)
     k = torch.fft.fftfreq(box, dtype=torch.float64)
     radius = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
-    spectrum = torch.fft.fftn(torch.fft.ifftshift(out)) * (radius <= pixel / low_pass)
+    spectrum = torch.fft.fftn(torch.fft.ifftshift(volume)) * (radius <= pixel / low_pass)
     return torch.fft.fftshift(torch.fft.ifftn(spectrum).real)
 
 
@@ -79,9 +73,8 @@ def run_refinement(
     import torch
 
     from tomoforge.averaging import fsc_resolution_angstrom, shell_frequencies_per_angstrom, soft_sphere_mask
-    from tomoforge.averaging.align import local_rotations, local_search, reference_table
+    from tomoforge.averaging.align import local_rotations, local_search, masked_view_spectra, reference_table
     from tomoforge.averaging.particles import extract_views
-    from tomoforge.fourier import shift_phase_ramp_2d
     from tomoforge.io.relion5 import write_relion_particles
     from tomoforge.models import save_json
     from tomoforge.steps._map_outputs import write_map_folder
@@ -106,21 +99,9 @@ def run_refinement(
     ]
     box = params.box_size_px
     diameter = params.mask_diameter_angstrom or 0.8 * box * pixel
-    mask = soft_sphere_mask(
-        box, radius_px=min(diameter / 2 / pixel, box / 2 - 1), edge_px=0.06 * box, dtype=torch.float64
-    )
-    max_shift = int(params.max_shift_angstrom // pixel)
-    # The images' soft circular mask of the same diameter, laid out as the ifftshift-ed boxes (centre at 0).
-    offsets = torch.fft.fftfreq(box, 1.0 / box, dtype=torch.float64, device=device)
-    r = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
     radius, edge = min(diameter / 2 / pixel, box / 2 - 1), max(1.0, 0.06 * box)
-    circle = torch.where(
-        r <= radius,
-        torch.ones_like(r),
-        torch.where(
-            r >= radius + edge, torch.zeros_like(r), 0.5 * (1 + torch.cos(math.pi * (r - radius) / edge))
-        ),
-    )
+    mask = soft_sphere_mask(box, radius_px=radius, edge_px=edge, dtype=torch.float64)
+    max_shift = int(params.max_shift_angstrom // pixel)
     shells = shell_frequencies_per_angstrom(box, pixel)
     iterations = []
     for iteration in range(params.iterations):
@@ -148,13 +129,7 @@ def run_refinement(
                 cut = extract_views(image, matrix, torch.from_numpy(s.positions / pixel), box)
                 if cut.kept.numel() == 0:
                     continue
-                spectra = torch.fft.rfft2(torch.fft.ifftshift(cut.boxes.double(), dim=(-2, -1)))
-                centred = torch.fft.irfft2(
-                    spectra * shift_phase_ramp_2d(cut.shifts_xy_px.double(), (box, box)), s=(box, box)
-                )
-                # RELION's particle mask: the background outside the circle set to its mean, then faded to zero.
-                outside = (centred * (1 - circle)).sum(dim=(-2, -1)) / (1 - circle).sum()
-                spectra = torch.fft.rfft2((centred - outside[:, None, None]) * circle)
+                spectra = masked_view_spectra(cut.boxes, cut.shifts_xy_px, radius_px=radius, edge_px=edge)
                 ctfs = view_transfers(s.series, tilt, cut.depth_px, params, pixel, box).double()
                 for k, j in enumerate(cut.kept.tolist()):
                     views[j].append((spectra[k], ctfs[k], matrix[:, :3].double()))
@@ -185,6 +160,7 @@ def run_refinement(
                 "step_deg": step,
                 "mean_rotation_change_deg": float(np.mean(turned)) if turned else 0.0,
                 "mean_shift_angstrom": float(np.mean(moved)) if moved else 0.0,
+                "mean_score": float(np.mean(scores)) if scores else 0.0,
             }
         )
         ctx.logger.info(

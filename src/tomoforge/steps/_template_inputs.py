@@ -39,22 +39,15 @@ def prepare_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The reference at the tomogram's voxel size, its Fourier weight (wedge × CTF × low-pass) and the mask radius
     in voxels."""
-    import numpy as np
     import torch
 
     from tomoforge.ctf.ctf2d import ctf_1d
-    from tomoforge.io.mrc import read_mrc
     from tomoforge.picking import missing_wedge_weight, radial_weight, rescale_reference
+    from tomoforge.steps._map_outputs import read_cubic_map
 
-    mrc = read_mrc(path)
-    data = np.array(mrc.data, dtype=np.float32)
-    if data.ndim != 3 or len(set(data.shape)) != 1:
-        raise ValueError(f"{path}: the reference must be a cubic map, its shape is {data.shape}")
-    reference_voxel = float(mrc.voxel_size_angstrom[0])
-    if not reference_voxel > 0:
-        raise ValueError(f"{path}: the header gives no voxel size")
+    data, reference_voxel = read_cubic_map(path)
     voxel = tomogram.voxel_size_angstrom
-    template = rescale_reference(torch.from_numpy(data), reference_voxel, voxel)
+    template = rescale_reference(torch.from_numpy(data).to(torch.float32), reference_voxel, voxel)
     box = template.shape[0]
     if box < 5:
         raise ValueError(
