@@ -1,4 +1,5 @@
-"""Projections by Fourier slicing against real-space projections, and local searches that recover a known pose."""
+"""Projections by Fourier slicing against real-space projections, local searches that recover a known pose, and
+orientation priors that hold a search within three sigmas of the prior or pull an undetermined angle back to it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import math
 
 import torch
 
-from tomoforge.averaging.align import local_rotations, local_search, project_slices, reference_table
-from tomoforge.fourier import shift_phase_ramp_2d
+from tomoforge.averaging.align import (
+    local_rotations,
+    local_search,
+    masked_view_spectra,
+    prior_angles_deg,
+    project_slices,
+    reference_table,
+    score_noise_variance,
+)
+from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
 from tomoforge.geometry import rotation_x, rotation_y, rotation_z
 
 BOX = 32
@@ -89,8 +98,6 @@ def test_local_rotations_are_a_grid_about_the_identity() -> None:
 
 
 def test_masked_view_spectra_centre_the_particle_and_drop_the_background() -> None:
-    from tomoforge.averaging.align import masked_view_spectra
-
     b = 32
     yy, xx = torch.meshgrid(
         torch.arange(b, dtype=torch.float64), torch.arange(b, dtype=torch.float64), indexing="ij"
@@ -103,3 +110,116 @@ def test_masked_view_spectra_centre_the_particle_and_drop_the_background() -> No
     assert float(spectra.imag.abs().max()) < 1e-3 * float(spectra.real.abs().max())
     # The constant background is gone: the DC term is the blob's integral (2π·σ²), not 5·b².
     assert abs(float(spectra[0, 0, 0].real) - 2 * math.pi * 4.0) < 0.05 * 2 * math.pi * 4.0
+
+
+def _cylinder() -> torch.Tensor:
+    """A map symmetric about its z axis (a ring above a blob): its projections fix the axis but not the spin."""
+    axes = torch.arange(BOX, dtype=torch.float64) - BOX // 2
+    zz, yy, xx = torch.meshgrid(axes, axes, axes, indexing="ij")
+    r = torch.sqrt(xx**2 + yy**2)
+    ring = torch.exp(-0.5 * ((r - 6.0) ** 2 + (zz - 4.0) ** 2) / 1.5**2)
+    return ring + 2.0 * torch.exp(-0.5 * (r**2 + (zz + 5.0) ** 2) / 2.0**2)
+
+
+def _search_from(
+    volume: torch.Tensor, truth: torch.Tensor, start: torch.Tensor, **prior: object
+) -> list[torch.Tensor]:
+    """The rotations of successive local searches (steps 2° to 0.5°) from ``start`` on noise-free views of
+    ``volume`` at ``truth`` in five tilts, with the prior's arguments (``score_noise_variance`` from the views)."""
+    table, p = reference_table(volume)
+    tilts = torch.stack([rotation_y(float(a)) for a in range(-60, 61, 30)])
+    images = project_slices(table, p, tilts @ truth, BOX)
+    ctfs = torch.ones(images.shape, dtype=torch.float64)
+    if prior:
+        prior["score_noise_variance"] = score_noise_variance(
+            images, max_frequency_per_pixel=0.4, radius_px=14.0, edge_px=2.0
+        )
+    path = [start]
+    for step in (2.0, 2.0, 1.0, 1.0, 0.5, 0.5):
+        found = local_search(
+            table, p, images, ctfs, tilts, path[-1], local_rotations(step),
+            max_shift_px=0, max_frequency_per_pixel=0.4, **prior,  # type: ignore[arg-type]
+        )  # fmt: skip
+        path.append(found.rotation)
+    return path
+
+
+def test_prior_angles_are_the_tilt_of_the_axis_and_the_spin_about_it() -> None:
+    start = rotation_z(70.0) @ rotation_y(30.0) @ rotation_z(-20.0)
+    # The spin about the particle's own axis, then a tilt of that axis, or the other way round: the same angles.
+    for turned in (start @ rotation_y(10.0) @ rotation_z(25.0), start @ rotation_z(25.0) @ rotation_x(10.0)):
+        tilt, psi = prior_angles_deg(turned, start)
+        assert abs(float(tilt) - 10.0) < 1e-9 and abs(float(psi) - 25.0) < 1e-9, (tilt, psi)
+    # Tilt is the angle between the z axes whatever the turn.
+    turned = rotation_x(7.0) @ rotation_z(40.0) @ rotation_y(-4.0) @ start
+    cosine = float(turned[:, 2] @ start[:, 2])
+    assert abs(float(prior_angles_deg(turned, start)[0]) - math.degrees(math.acos(cosine))) < 1e-9
+    # With a six-fold axis a spin of 58° is one of −2°; batches keep their shape.
+    tilt, psi = prior_angles_deg(
+        torch.stack([start @ rotation_x(5.0) @ rotation_z(58.0), start]), start, symmetry_order=6
+    )
+    assert tilt.shape == (2,) and torch.allclose(tilt, torch.tensor([5.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(psi, torch.tensor([-2.0, 0.0], dtype=torch.float64))
+    assert abs(float(prior_angles_deg(start @ rotation_z(58.0), start)[1]) - 58.0) < 1e-9
+
+
+def test_score_noise_variance_is_the_variance_of_the_score_on_noise() -> None:
+    table, p = reference_table(_volume(1))
+    truth = rotation_z(70.0) @ rotation_y(30.0) @ rotation_z(-20.0)
+    tilts = torch.stack([rotation_y(float(a)) for a in range(-60, 61, 30)])
+    cut, radius, edge, n, sigma = 0.3, 13.0, 3.0, 1000, 3.0
+    noise = sigma * torch.randn(
+        n * 5, BOX, BOX, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    spectra = masked_view_spectra(
+        noise, torch.zeros(n * 5, 2, dtype=torch.float64), radius_px=radius, edge_px=edge
+    )
+    spectra = spectra.reshape(n, 5, BOX, BOX // 2 + 1)
+    # The score of local_search at the true pose and no shift, in real space: b·Σ_v⟨x_v, m_v⟩ / ‖m‖ with m the
+    # band-limited projections (DC left out).
+    band = (torch.linalg.vector_norm(fftfreq_grid((BOX, BOX), dtype=torch.float64), dim=-1) <= cut).double()
+    band[0, 0] = 0.0
+    model = torch.fft.irfft2(project_slices(table, p, tilts @ truth, BOX) * band, s=(BOX, BOX))
+    masked = torch.fft.irfft2(spectra, s=(BOX, BOX))
+    scores = BOX * (masked * model).sum(dim=(1, 2, 3)) / model.square().sum().sqrt()
+    ctfs = torch.ones(spectra.shape[1:], dtype=torch.float64)
+    for i in range(2):
+        found = local_search(
+            table, p, spectra[i], ctfs, tilts, truth, local_rotations(1.0)[:1],
+            max_shift_px=0, max_frequency_per_pixel=cut,
+        )  # fmt: skip
+        assert abs(found.score - float(scores[i])) < 1e-9 * abs(float(scores[i])), (found.score, scores[i])
+    estimates = [
+        score_noise_variance(spectra[i], max_frequency_per_pixel=cut, radius_px=radius, edge_px=edge)
+        for i in range(20)
+    ]
+    empirical = float(scores.var())
+    assert abs(sum(estimates) / len(estimates) / empirical - 1) < 0.1, (estimates[:3], empirical)
+    assert abs(empirical / (BOX * BOX * sigma**2) - 1) < 0.1  # white noise: the variance per pixel times b²
+
+
+def test_a_tilt_prior_never_lets_the_axis_go_beyond_three_sigma() -> None:
+    # The data alone turn the axis 5° away from the start, onto the truth; a tilt prior of σ = 1° around the start
+    # keeps every search within 3°, where the data press it against the limit.
+    volume = _volume(1)
+    truth = rotation_z(70.0) @ rotation_y(30.0) @ rotation_z(-20.0)
+    start = truth @ rotation_y(-5.0)
+    free = _search_from(volume, truth, start)
+    held = _search_from(volume, truth, start, prior_rotation=start, sigma_tilt_deg=1.0)
+    assert _angle_deg(free[-1], truth) < 0.5 and float(prior_angles_deg(free[-1], start)[0]) > 4.5
+    tilts = [float(prior_angles_deg(r, start)[0]) for r in held]
+    assert max(tilts) <= 3.0 + 1e-6 and tilts[-1] > 2.0, tilts
+    assert _angle_deg(held[-1], truth) > 2.0
+
+
+def test_a_psi_prior_pulls_an_undetermined_spin_back_to_the_prior() -> None:
+    # Views of a map symmetric about z say nothing about the spin: 5° off the prior, the spin stays there without
+    # the prior and comes back to it with a psi prior of σ = 2°, while the data keep the axis on the truth's.
+    truth = rotation_z(70.0) @ rotation_y(30.0) @ rotation_z(-20.0)
+    start = truth @ rotation_z(5.0)
+    free = _search_from(_cylinder(), truth, start)
+    pulled = _search_from(_cylinder(), truth, start, prior_rotation=truth, sigma_psi_deg=2.0)
+    tilt, psi = (float(a) for a in prior_angles_deg(free[-1], truth))
+    assert abs(psi - 5.0) < 1.0 and tilt < 0.5, (tilt, psi)
+    tilt, psi = (float(a) for a in prior_angles_deg(pulled[-1], truth))
+    assert abs(psi) < 1.0 and tilt < 1.0, (tilt, psi)

@@ -28,7 +28,7 @@ from tomoforge.geometry.projection import (
     projection_matrices,
     projection_matrices_from_xf,
 )
-from tomoforge.geometry.rotations import rotation_2d, rotation_x, rotation_y, rotation_z
+from tomoforge.geometry.rotations import rotate_volume, rotation_2d, rotation_x, rotation_y, rotation_z
 
 __all__ = [
     "centre_index",
@@ -46,6 +46,7 @@ __all__ = [
     "relion_centre",
     "relion_euler_to_matrix",
     "relion_from_scipion_matrix",
+    "rotate_volume",
     "rotation_2d",
     "rotation_x",
     "rotation_y",

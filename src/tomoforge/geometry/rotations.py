@@ -55,3 +55,43 @@ def rotation_z(angles_deg: torch.Tensor | float) -> torch.Tensor:
 def rotation_2d(angles_deg: torch.Tensor | float) -> torch.Tensor:
     """In-plane rotation of ``(x, y)`` column vectors, counter-clockwise positive; ``(...)`` → ``(..., 2, 2)``."""
     return rotation_z(angles_deg)[..., :2, :2]
+
+
+def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Cubic volumes turned about their centre voxel ``N // 2``: the result at ``q`` is the input at ``Rᵀ·q``
+    (the volume's content is carried by ``R``; trilinear, zero outside).
+
+    Parameters
+    ----------
+    volume
+        ``(N, N, N)`` or ``(B, N, N, N)`` real volumes, axes ``(z, y, x)``.
+    rotation
+        ``(3, 3)`` or ``(B, 3, 3)`` rotations acting on ``(x, y, z)`` column vectors. One volume and ``B``
+        rotations give ``B`` turned copies; ``B`` volumes and one rotation turn each alike.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, N, N)`` when both are single, else ``(B, N, N, N)``.
+    """
+    single = volume.ndim == 3 and rotation.ndim == 2
+    volumes = volume[None] if volume.ndim == 3 else volume
+    rotations = rotation[None] if rotation.ndim == 2 else rotation
+    count = max(len(volumes), len(rotations))
+    volumes = volumes.expand(count, *volumes.shape[1:])
+    rotations = rotations.to(device=volume.device, dtype=volume.dtype).expand(count, 3, 3)
+    n = volume.shape[-1]
+    # grid_sample's coordinate of voxel index i is 2·i/(n − 1) − 1; the centre voxel n // 2 sits at ``shift``.
+    scale, shift = 2.0 / (n - 1), 2.0 * (n // 2) / (n - 1) - 1.0
+    offsets = (torch.arange(n, dtype=volume.dtype, device=volume.device) - n // 2) * scale
+    zz, yy, xx = torch.meshgrid(offsets, offsets, offsets, indexing="ij")
+    q = torch.stack([xx, yy, zz], dim=-1).reshape(1, -1, 3)
+    grid = torch.baddbmm(
+        torch.full((1, 1, 1), shift, dtype=volume.dtype, device=volume.device).expand(count, 1, 3),
+        q.expand(count, -1, 3),
+        rotations,
+    ).reshape(count, n, n, n, 3)  # rows: (Rᵀ q)ᵀ = qᵀ R
+    out = torch.nn.functional.grid_sample(
+        volumes[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )[:, 0]
+    return out[0] if single else out

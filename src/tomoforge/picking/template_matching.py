@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from tomoforge.fourier.windows import fast_fft_size
+from tomoforge.geometry.rotations import rotate_volume
 
 __all__ = [
     "MatchResult",
@@ -110,20 +111,6 @@ def missing_wedge_weight(
     kx = torch.fft.rfftfreq(box, dtype=dtype)[None, None, :]
     seen = kz.abs() <= math.tan(math.radians(max_tilt_deg)) * kx.abs() + 1e-9
     return seen.expand(box, box, box // 2 + 1).to(dtype)
-
-
-def _rotate(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """``volume`` (cube, centre ``N // 2``) turned by ``rotation``: the result at ``q`` is the input at ``Rᵀ q``
-    (trilinear, zero outside)."""
-    n = volume.shape[0]
-    offsets = torch.arange(n, dtype=volume.dtype, device=volume.device) - n // 2
-    zz, yy, xx = torch.meshgrid(offsets, offsets, offsets, indexing="ij")
-    q = torch.stack([xx, yy, zz], dim=-1)
-    p = q @ rotation.to(volume.dtype)  # rows: (Rᵀ q)ᵀ = qᵀ R
-    grid = (2.0 * (p + n // 2) / (n - 1) - 1.0)[None]
-    return torch.nn.functional.grid_sample(
-        volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )[0, 0]
 
 
 def _sphere(box: int, radius: float, device: torch.device) -> torch.Tensor:
@@ -240,7 +227,7 @@ def match_template(
     order: Iterable[int] = range(len(rotations))
     for r in progress(order) if progress else order:
         rotation = rotations[r].to(torch.float32).to(device)
-        turned = _rotate(reference, rotation)
+        turned = rotate_volume(reference, rotation)
         if weight is not None:
             turned = torch.fft.irfftn(
                 torch.fft.rfftn(torch.fft.ifftshift(turned)) * weight.to(device), s=turned.shape

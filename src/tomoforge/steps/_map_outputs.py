@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from tomoforge.averaging.particles import HalfMaps
 
-__all__ = ["fsc_svg", "read_cubic_map", "write_map_folder"]
+__all__ = ["fsc_svg", "read_cubic_map", "slices_png", "write_map_folder"]
 
 
 def fsc_svg(frequencies: np.ndarray, fsc: np.ndarray, resolution_angstrom: float) -> str:
@@ -63,7 +63,7 @@ def fsc_svg(frequencies: np.ndarray, fsc: np.ndarray, resolution_angstrom: float
     return "\n".join(out) + "\n"
 
 
-def _slices_png(volume: np.ndarray, path: Path) -> None:
+def slices_png(volume: np.ndarray, path: Path) -> None:
     from tomoforge.io.png import write_png
     from tomoforge.steps._plots import to_rgb
 
@@ -104,7 +104,7 @@ def write_map_folder(
         rows.append(f"{s},{f:.6f},{(1 / f if f > 0 else math.inf):.3f},{v:.5f}")
     atomic_write_text(folder / "fsc.csv", "\n".join(rows) + "\n")
     atomic_write_text(folder / "fsc.svg", fsc_svg(frequencies.numpy(), fsc.numpy(), resolution))
-    _slices_png(maps.map.detach().cpu().numpy(), folder / "map_slices.png")
+    slices_png(maps.map.detach().cpu().numpy(), folder / "map_slices.png")
     isosurface_png(maps.map.detach().cpu().numpy(), folder / "map_isosurface.png")
     if rotations is not None and len(rotations):
         angular_distribution_png(rotations, folder / "angular_distribution.png")
