@@ -18,12 +18,14 @@ images of RELION's 2D stacks), and cropped to ``crop_size_px`` in real space.
 Output: a ``subtomograms`` folder with ``particles.star`` (RELION 5: ``rlnImageName``, ``rlnTomoVisibleFrames``
 over the included tilts; ``data_general`` ``rlnTomoSubTomosAre2DStacks 1``), ``particles.json`` (the kept
 particles, pixel size and box of the stacks) and ``extraction.json`` (pixel size, box, crop, and each particle's
-file and visible tilt indices).
+file and visible tilt indices), and a ``particles`` folder with the kept particles alone (``particles.json``,
+``particles.star``) for the steps that read particles (``averaging.refine``, ``averaging.reconstruct``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -81,9 +83,9 @@ def _methods(params: ExtractParams) -> str:
 
 @step(
     name="averaging.extract",
-    version="1",
+    version="2",
     inputs=PARTICLE_INPUTS,
-    outputs={"subtomograms": "subtomograms"},
+    outputs={"subtomograms": "subtomograms", "particles": "particles"},
     summary=_summary,
     methods=_methods,
 )
@@ -113,4 +115,8 @@ def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext)
         kept = sum(1 for r in results[series.ts_id] if r is not None)
         ctx.logger.info("%s: %d of %d particles extracted", series.ts_id, kept, len(index))
     write_extraction(out, particles, results, params, read.pixel_size_angstrom)
-    return {"subtomograms": out}
+    kept = ctx.work_dir / "particles"
+    kept.mkdir()
+    for name in ("particles.json", "particles.star"):
+        shutil.copyfile(out / name, kept / name)
+    return {"subtomograms": out, "particles": kept}
