@@ -115,8 +115,8 @@ def extract_subtomograms(params: ExtractParams, inputs: Inputs, ctx: RunContext)
         kept = sum(1 for r in results[series.ts_id] if r is not None)
         ctx.logger.info("%s: %d of %d particles extracted", series.ts_id, kept, len(index))
     write_extraction(out, particles, results, params, read.pixel_size_angstrom)
-    kept = ctx.work_dir / "particles"
-    kept.mkdir()
+    kept_folder = ctx.work_dir / "particles"
+    kept_folder.mkdir()
     for name in ("particles.json", "particles.star"):
-        shutil.copyfile(out / name, kept / name)
-    return {"subtomograms": out, "particles": kept}
+        shutil.copyfile(out / name, kept_folder / name)
+    return {"subtomograms": out, "particles": kept_folder}
