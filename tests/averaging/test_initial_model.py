@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from subtomogram_phantom import BOX, phantom, random_rotations, subtomogram
 from tomoforge.averaging import symmetry_rotations
 from tomoforge.averaging.initial_model import (
     Subtomograms,
@@ -23,62 +24,14 @@ from tomoforge.averaging.initial_model import (
 )
 from tomoforge.geometry import rotate_volume, rotation_x, rotation_y, rotation_z
 
-BOX = 20
-
-
-def _blob(centre: tuple[float, float, float], width: float) -> torch.Tensor:
-    o = torch.arange(BOX, dtype=torch.float32) - BOX // 2
-    z, y, x = torch.meshgrid(o, o, o, indexing="ij")
-    return torch.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) / (2 * width**2))
-
-
-def _object() -> torch.Tensor:
-    """Six blobs in a ring with a tail each, turned the same way (a handed C6 object), and a cap below."""
-    volume = 0.5 * _blob((0.0, 0.0, -3.0), 1.8)
-    for j in range(6):
-        a = 2 * math.pi * j / 6
-        volume += _blob((5 * math.cos(a), 5 * math.sin(a), 0.0), 1.4)
-        volume += 0.6 * _blob((5 * math.cos(a + 0.5), 5 * math.sin(a + 0.5), 2.5), 1.1)
-    return volume
-
-
-def _wedge() -> torch.Tensor:
-    """Centred weights of a ±60° single-axis tilt series about y, three views' worth."""
-    k = torch.fft.fftshift(torch.fft.fftfreq(BOX))
-    kz, _, kx = torch.meshgrid(k, k, k, indexing="ij")
-    return 3.0 * (kz.abs() <= math.tan(math.radians(60)) * kx.abs() + 1e-9).float()
-
-
-def _subtomogram(volume: torch.Tensor, rotation: torch.Tensor, shift: tuple[int, int, int], noise: float,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    weights = _wedge()
-    turned = torch.roll(
-        rotate_volume(volume, rotation), shifts=(shift[2], shift[1], shift[0]), dims=(0, 1, 2)
-    )
-    half = torch.fft.ifftshift(weights)[..., : BOX // 2 + 1]
-    spectrum = torch.fft.rfftn(torch.fft.ifftshift(turned)) * half
-    spectrum += half.sqrt() * torch.fft.rfftn(torch.randn((BOX,) * 3, generator=generator)) * noise
-    return torch.fft.fftshift(torch.fft.irfftn(spectrum, s=(BOX,) * 3)), weights
-
-
-def _random_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    w, x, y, z = (q / torch.linalg.vector_norm(q, dim=1, keepdim=True)).T
-    rows = [
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ]
-    return torch.stack(rows, -2)
-
 
 def test_a_known_pose_and_shift_are_the_most_probable() -> None:
     generator = torch.Generator().manual_seed(0)
-    volume = _object()
+    volume = phantom()
     rotations, tilts = candidate_rotations(15.0, max_tilt_deg=30.0)
     true = len(rotations) - 3
     assert 0 < tilts[true] <= 30.0
-    data, weights = _subtomogram(volume, rotations[true].float(), (1, -2, 0), 0.05, generator)
+    data, weights = subtomogram(volume, rotations[true].float(), (1, -2, 0), 0.05, generator)
     batch = local_frame(data[None], weights[None], torch.eye(3)[None])
     total, count = noise_power(batch)
     sigma2 = total / count.clamp(min=1)
@@ -89,7 +42,7 @@ def test_a_known_pose_and_shift_are_the_most_probable() -> None:
 
 
 def test_the_symmetry_axis_of_a_tilted_map_goes_to_z() -> None:
-    volume = _object()
+    volume = phantom()
     tilt = (rotation_y(25.0) @ rotation_x(-10.0)).float()
     axis = tilt.double() @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     found, score = symmetry_axis_rotation(rotate_volume(volume, tilt), "C6")
@@ -101,15 +54,15 @@ def test_the_symmetry_axis_of_a_tilted_map_goes_to_z() -> None:
 @pytest.mark.parametrize("symmetrize_during", [False, True])
 def test_random_start_recovers_the_object_its_hand_and_consistent_poses(symmetrize_during: bool) -> None:
     generator = torch.Generator().manual_seed(1)
-    volume = _object()
+    volume = phantom()
     n = 48
-    true = _random_rotations(n, generator).float()
+    true = random_rotations(n, generator).float()
     # Picked rotations: the true z axis give or take 4°, any in-plane angle.
     spin = rotation_z(torch.rand(n, generator=generator, dtype=torch.float64) * 360).float()
     wobble = rotation_x(torch.randn(n, generator=generator, dtype=torch.float64) * 4).float()
     picked = true @ spin @ wobble
     pairs = [
-        _subtomogram(volume, true[i], tuple(torch.randint(-1, 2, (3,), generator=generator).tolist()), 0.5,
+        subtomogram(volume, true[i], tuple(torch.randint(-1, 2, (3,), generator=generator).tolist()), 0.5,
                      generator)
         for i in range(n)
     ]  # fmt: skip

@@ -282,7 +282,8 @@ def posterior(
     *,
     chunk_elements: int = 1 << 25,
 ) -> Posterior:
-    """The posterior of every particle of ``batch`` over ``rotations`` ``(c, 3, 3)`` (with ``log_prior`` ``(c,)``)
+    """The posterior of every particle of ``batch`` over ``rotations`` ``(c, 3, 3)`` (with ``log_prior`` ``(c,)``,
+    or ``(n, c)`` one per particle)
     and ``offsets`` ``(t, 3)`` (pixels) under the centred ``model`` ``(B, B, B)`` (module docstring), from the
     frequencies up to ``cutoff_per_pixel``; ``sigma2`` is the noise power per shell of ``B``. The batch may be cut
     to a smaller box (:func:`crop_batch`) that still holds the cut-off. The cross term at every shift is a product
@@ -311,7 +312,8 @@ def posterior(
         cross = (product.reshape(-1, product.shape[-1]) @ phases).real.reshape(n, -1, len(offsets))
         quad = 0.5 * weights @ values.abs().square().T  # (n, cc)
         scores[:, part] = cross - quad[..., None]
-    scores = scores + log_prior.float().to(device)[None, :, None]
+    prior = log_prior.float().to(device)
+    scores = scores + (prior[None, :, None] if prior.ndim == 1 else prior[:, :, None])
     flat = scores.reshape(n, -1)
     probabilities = torch.softmax(flat, dim=1)
     best_probability, best = probabilities.max(dim=1)
