@@ -22,8 +22,8 @@ candidates' z axes stay within ``3σ`` of the local z axis (the picked normal) a
 (rotation, shift) of every particle under the current model, then the posterior-weighted sums of its whitened
 data ``Σ p·D/σ²`` (shifted back) and weights ``Σ p·W/σ²``, turned into the reference frame by each candidate's
 inverse rotation. Running sums with a step size ``η`` (online EM: ``A ← (1 − η)·A + η·(N/n)·A_batch``) give the
-regularised map ``V = A / (B + 1/(T·τ²))`` with ``τ²(k)`` the current map's power per shell and ``T`` RELION's
-``tau2_fudge``; the map is then masked by a soft sphere (flattened solvent), low-passed to the current limit and,
+regularised map ``V = A / (B + 1/(T·τ²))`` with ``τ²(k)`` the signal power per shell the sums hold (their power
+less their noise power) and ``T`` RELION's ``tau2_fudge``; the map is then masked by a soft sphere (flattened solvent), low-passed to the current limit and,
 when asked, symmetrised. The first model comes from one batch at random poses (RELION's random start).
 
 **Symmetry axis** (:func:`symmetry_axis_rotation`): for a model refined in C1, the direction ``u`` about which
@@ -394,35 +394,40 @@ def _full_shell_index(box: int, device: torch.device) -> torch.Tensor:
 def update_model(
     data: torch.Tensor,
     weights: torch.Tensor,
-    previous: torch.Tensor | None,
     *,
+    regularise: bool,
     tau2_fudge: float,
     mask: torch.Tensor,
     cutoff_per_pixel: float,
     symmetry: str = "C1",
 ) -> torch.Tensor:
     """The regularised map ``A / (B + 1/(T·τ²))`` from running sums ``data`` (rfft half grid) and ``weights``
-    (centred, full grid), with ``τ²`` the ``previous`` map's power per shell (without one, ``1/τ²`` is the mean of
-    ``B`` over the shell: a signal-to-noise ratio of one), then
-    symmetrised, masked and low-passed to ``cutoff_per_pixel``."""
+    (centred, full grid), then symmetrised, masked and low-passed to ``cutoff_per_pixel``.
+
+    ``τ²`` is the signal power per shell the sums themselves hold: the power of the unregularised ``A/B`` less its
+    noise power ``⟨1/B⟩`` (the sums are whitened), floored at 1 % of the power so that a shell without signal is
+    damped, not emptied; ``T`` is RELION's ``tau2_fudge``. Without ``regularise`` (the random start, whose sums hold
+    no consistent signal yet) ``1/τ²`` is the shell's mean ``B``: a signal-to-noise ratio of one."""
     b = weights.shape[-1]
     shells = shell_index(b, data.device)
     denominator = _half(weights).double()
     # Samples that no particle informs (interpolation leaks a little data there) stay empty.
-    data = torch.where(denominator > 1e-3 * float(denominator.max()), data.to(torch.complex128), 0.0)
-    if previous is not None:
-        spectrum = torch.fft.rfftn(torch.fft.ifftshift(previous.double()))
-        n = int(shells.max()) + 1
-        power = torch.bincount(shells.flatten(), weights=spectrum.abs().square().flatten(), minlength=n)
-        count = torch.bincount(shells.flatten(), minlength=n).double().clamp(min=1)
-        tau2 = (power / count * tau2_fudge).clamp(min=1e-30)
+    informed = denominator > 1e-3 * float(denominator.max())
+    data = torch.where(informed, data.to(torch.complex128), 0.0)
+    n = int(shells.max()) + 1
+
+    def shell_mean(values: torch.Tensor) -> torch.Tensor:
+        total = torch.bincount(shells[informed], weights=values[informed], minlength=n)
+        return total / torch.bincount(shells[informed], minlength=n).double().clamp(min=1)
+
+    if regularise:
+        estimate = data.abs().square() / denominator.clamp(min=1e-30) ** 2
+        power = shell_mean(estimate)
+        signal = power - shell_mean(1.0 / denominator.clamp(min=1e-30))
+        tau2 = tau2_fudge * torch.maximum(signal, 0.01 * power).clamp(min=1e-30)
         denominator = denominator + (1.0 / tau2)[shells]
-    else:  # no map yet: a Wiener filter assuming a signal-to-noise ratio of one per shell
-        n = int(shells.max()) + 1
-        mean = torch.bincount(shells.flatten(), weights=denominator.flatten(), minlength=n) / torch.bincount(
-            shells.flatten(), minlength=n
-        ).double().clamp(min=1)
-        denominator = denominator + mean[shells]
+    else:
+        denominator = denominator + shell_mean(denominator)[shells]
     volume = torch.fft.irfftn(data.to(torch.complex128) / denominator.clamp(min=1e-12), s=(b, b, b))
     volume = torch.fft.fftshift(volume).float()
     if symmetry.upper() != "C1":
@@ -651,7 +656,7 @@ def de_novo_model(
     model = update_model(
         data,
         weights,
-        None,
+        regularise=False,
         tau2_fudge=tau2_fudge,
         mask=mask,
         cutoff_per_pixel=cutoff(0),
@@ -672,7 +677,7 @@ def de_novo_model(
         data = (1 - eta) * data + eta * scale * sums.data
         weights = (1 - eta) * weights + eta * scale * sums.weights
         new = update_model(
-            data, weights, model, tau2_fudge=tau2_fudge, mask=mask, cutoff_per_pixel=limit,
+            data, weights, regularise=True, tau2_fudge=tau2_fudge, mask=mask, cutoff_per_pixel=limit,
             symmetry=run_symmetry,
         )  # fmt: skip
         history.append(

@@ -24,6 +24,7 @@ from .errors import (
     WorkflowError,
 )
 from .executors import Executor, InlineExecutor, LocalProcessExecutor
+from .files import WorkflowFile, WorkflowNode, check_workflow, read_workflow, workflow_pipeline
 from .fsutil import atomic_write
 from .graph import (
     Node,
@@ -72,16 +73,21 @@ __all__ = [
     "StepSpec",
     "UnknownStepError",
     "WorkflowError",
+    "WorkflowFile",
+    "WorkflowNode",
     "atomic_write",
     "cache_key",
     "check_pipeline",
+    "check_workflow",
     "external_token",
     "get_registry",
     "output_token",
+    "read_workflow",
     "run_pipeline",
     "run_step",
     "set_progress_handler",
     "step",
     "topological_order",
     "validate_params",
+    "workflow_pipeline",
 ]
