@@ -127,7 +127,7 @@ def _methods(params: InitialModelParams) -> str:
 
 @step(
     name="averaging.initial_model",
-    version="1",
+    version="2",
     inputs={
         "subtomograms": InputSpec(
             kind="subtomograms", description="3D pseudo-subtomograms (averaging.extract, dimension 3d)."
