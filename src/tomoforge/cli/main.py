@@ -18,6 +18,7 @@ from .convert import convert_app
 from .run import RUN_EPILOG, StepCommandGroup
 from .score import SCORE_EPILOG, score
 from .simulate import SIMULATE_EPILOG, simulate
+from .workflows import workflow_app
 
 if TYPE_CHECKING:
     from tomoforge.workflow import RunRecord
@@ -35,6 +36,8 @@ app = typer.Typer(
     "  tomoforge steps                       list the steps\n"
     "  tomoforge run STEP --help             show the parameters of a step\n"
     "  tomoforge run STEP --project myproject --input NAME=file.mrc\n"
+    "  tomoforge run small --movies DATA/frames --project myproject   run a whole workflow\n"
+    "  tomoforge workflow show small > mine.toml   copy a workflow to change and run\n"
     "  tomoforge status myproject            list the runs of a project\n"
     "  tomoforge convert particles IN.tbl OUT.star --tomograms tomograms.star",
     no_args_is_help=True,
@@ -48,12 +51,14 @@ project_app = typer.Typer(
 )
 run_app = typer.Typer(
     cls=StepCommandGroup,
-    help="Run a step in a project; `tomoforge run STEP --help` lists the step's parameters.",
+    help="Run a step, or a whole workflow, in a project; `tomoforge run STEP --help` lists the step's "
+    "parameters, `tomoforge workflow list` the built-in workflows.",
     no_args_is_help=True,
     epilog=RUN_EPILOG,
 )
 app.add_typer(project_app, name="project")
 app.add_typer(run_app, name="run")
+app.add_typer(workflow_app, name="workflow")
 app.add_typer(convert_app, name="convert")
 
 

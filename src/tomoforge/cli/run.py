@@ -31,7 +31,8 @@ RUN_EPILOG = """Examples:
   tomoforge run STEP --help                          (parameters and inputs of STEP)
   tomoforge run STEP --project P --n-iterations 3    (run STEP in project P)
   tomoforge run STEP -p P --input table=2:counts     (input: output 'counts' of run 2)
-  tomoforge run STEP -p P --input table=data.csv     (input: an external file)"""
+  tomoforge run STEP -p P --input table=data.csv     (input: an external file)
+  tomoforge run small --movies DATA/frames -p P     (a whole workflow: built-in name or FILE.toml)"""
 
 _RUN_REF = re.compile(r"^(\d+):([A-Za-z_][A-Za-z0-9_]*)$")
 _RESERVED = {"--project", "--input", "--help", "-p", "-i"}
@@ -53,8 +54,19 @@ class StepCommandGroup(TyperGroup):
         return list(_registry().names())
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        """Build the command of step ``cmd_name`` (raises ``UnknownStepError`` if there is none)."""
-        return build_step_command(_registry().get(cmd_name))
+        """Build the command of step ``cmd_name``, or of the workflow ``cmd_name`` (a built-in name or a ``.toml``
+        file); raises ``UnknownStepError`` if it is neither."""
+        registry = _registry()
+        if cmd_name not in registry.names():
+            from tomoforge.workflows import available
+
+            if cmd_name in available() or cmd_name.endswith(".toml"):
+                from tomoforge.workflows import locate
+
+                from .workflows import build_workflow_command
+
+                return build_workflow_command(locate(cmd_name))
+        return build_step_command(registry.get(cmd_name))
 
 
 def _examples(spec: StepSpec, options: list[OptionSpec]) -> list[str]:

@@ -13,7 +13,7 @@ import typer
 
 __all__ = ["SIMULATE_EPILOG", "simulate"]
 
-PRESET_NAMES = ("tiny", "demo", "tutorial-small", "tutorial-large")
+PRESET_NAMES = ("tiny", "small", "demo", "tutorial-small", "tutorial-large")
 
 SIMULATE_EPILOG = (
     "Presets: tiny (tests, seconds), demo (1 tilt series, 41 tilts x 8 frames of 1024x1024 at 2.7 Å, about a "

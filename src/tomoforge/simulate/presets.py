@@ -6,6 +6,10 @@ Presets
     For tests: one tilt series of 9 tilts (every 5th tilt of the real acquisition, −60° … +60°), 4 frames each,
     192×192 frames of 5 Å (super-resolution; 10 Å after motion correction), one small virus (55–65 nm) in 80 nm
     of ice and 3 gold beads. Generates in a few seconds.
+``small``
+    The ``tiny`` specimen as a full tilt series, enough for every step of the workflow (the end-to-end test and
+    the ``small`` workflow): 21 tilts (every 2nd of the real acquisition, −60° … +60°), 256×256 frames of 5 Å
+    (128×128 at 10 Å after motion correction) and 14 gold beads. Generates in a few seconds.
 ``demo``
     The dataset of ``tomoforge demo``: one tilt series with the real acquisition (41 tilts, 3° steps,
     dose-symmetric, 8 frames, 3 e⁻/Å² per tilt), 1024×1024 super-resolution frames of 2.7 Å (5.4 Å after motion
@@ -219,6 +223,7 @@ _TINY: dict[str, Any] = {
     "stage_shift_sd_angstrom": 30.0,
     "slab_thickness_angstrom": 250.0,
 }
+_SMALL: dict[str, Any] = {**_TINY, "tilt_stride": 2, "frame_size_xy_px": (256, 256), "n_gold": 14}
 _DEMO: dict[str, Any] = {
     "n_tilt_series": 1,
     "frame_pixel_size_angstrom": 2.7,
@@ -237,6 +242,7 @@ _TUTORIAL: dict[str, Any] = {}
 
 PRESETS: dict[str, SimulationConfig] = {
     "tiny": SimulationConfig(**_TINY),
+    "small": SimulationConfig(**_SMALL),
     "demo": SimulationConfig(**_DEMO),
     "tutorial-small": SimulationConfig(**_TUTORIAL, n_tilt_series=1),
     "tutorial-large": SimulationConfig(**_TUTORIAL, n_tilt_series=5),
