@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from tomoforge.models import TiltSeries
     from tomoforge.workflow import RunContext
 
-__all__ = ["angular_step_deg", "convergence_checks", "reference_map_file", "run_refinement"]
+__all__ = [
+    "angular_step_deg",
+    "close_iteration",
+    "convergence_checks",
+    "reference_map_file",
+    "run_refinement",
+]
 
 RESOLUTION_TOLERANCE = 0.01
 """A resolution better than the previous iteration's by less than this fraction counts as no gain."""
@@ -104,6 +110,31 @@ def _starting_reference(path: Path, box: int, pixel: float, low_pass: float) -> 
     radius = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
     spectrum = torch.fft.fftn(torch.fft.ifftshift(volume)) * (radius <= pixel / low_pass)
     return torch.fft.fftshift(torch.fft.ifftn(spectrum).real)
+
+
+def close_iteration(
+    iterations: list[dict[str, Any]], final_step_deg: float, pixel: float, ctx: RunContext
+) -> str | None:
+    """Add the convergence checks to the last iteration's record and log it; returns why the refinement stops when
+    it has converged, else None."""
+    current = iterations[-1]
+    current["convergence"] = convergence_checks(
+        iterations[-2] if len(iterations) > 1 else None, current, final_step_deg, pixel
+    )
+    current["converged"] = all(current["convergence"].values())
+    resolution, step = current["resolution_angstrom"], current["step_deg"]
+    ctx.logger.info(
+        "iteration %d: references at %.1f Å, step %.2f°, mean change %.2f° and %.1f Å",
+        current["iteration"], resolution, step, current["mean_rotation_change_deg"], current["mean_shift_angstrom"],
+    )  # fmt: skip
+    if not current["converged"]:
+        return None
+    return (
+        f"converged at iteration {current['iteration']}: step {step:g}° is the final one, references at "
+        f"{resolution:.1f} Å against {iterations[-2]['resolution_angstrom']:.1f} Å before (no gain over "
+        f"{RESOLUTION_TOLERANCE:.0%}), mean changes {current['mean_rotation_change_deg']:.2f}° < {step:g}° "
+        f"and {current['mean_shift_angstrom']:.1f} Å < {pixel:g} Å (one pixel)"
+    )
 
 
 def run_refinement(
@@ -235,22 +266,9 @@ def run_refinement(
                 "mean_abs_psi_from_start_deg": float(np.mean(psis)) if psis else 0.0,
             }
         )
-        current = iterations[-1]
-        current["convergence"] = convergence_checks(
-            iterations[-2] if len(iterations) > 1 else None, current, params.final_step_deg, pixel
-        )
-        current["converged"] = all(current["convergence"].values())
-        ctx.logger.info(
-            "iteration %d: references at %.1f Å, step %.2f°, mean change %.2f° and %.1f Å",
-            iteration + 1, resolution, step, current["mean_rotation_change_deg"], current["mean_shift_angstrom"],
-        )  # fmt: skip
-        if current["converged"]:
-            stopped_because = (
-                f"converged at iteration {iteration + 1}: step {step:g}° is the final one, references at "
-                f"{resolution:.1f} Å against {iterations[-2]['resolution_angstrom']:.1f} Å before (no gain over "
-                f"{RESOLUTION_TOLERANCE:.0%}), mean changes {current['mean_rotation_change_deg']:.2f}° < {step:g}° "
-                f"and {current['mean_shift_angstrom']:.1f} Å < {pixel:g} Å (one pixel)"
-            )
+        stopped = close_iteration(iterations, params.final_step_deg, pixel, ctx)
+        if stopped is not None:
+            stopped_because = stopped
             break
     maps, accumulators = _reconstruct(state, params, pixel, device)
     out_map = ctx.work_dir / "map"

@@ -65,7 +65,7 @@ def run_refinement_3d(
     from tomoforge.steps._initial_model import _read_index
     from tomoforge.steps._map_outputs import write_map_folder
     from tomoforge.steps._particle_views import particle_table
-    from tomoforge.steps._refine import _starting_reference, convergence_checks, reference_map_file
+    from tomoforge.steps._refine import _starting_reference, close_iteration, reference_map_file
     from tomoforge.workflow.fsutil import atomic_write_text
 
     record, particles = _read_index(folder)
@@ -174,17 +174,9 @@ def run_refinement_3d(
                 "mean_best_probability": float(scores.mean()),
             }
         )
-        current = iterations[-1]
-        current["convergence"] = convergence_checks(
-            iterations[-2] if len(iterations) > 1 else None, current, params.final_step_deg, pixel
-        )
-        current["converged"] = all(current["convergence"].values())
-        ctx.logger.info(
-            "iteration %d: references at %.1f Å, step %.2f°, mean change %.2f° and %.1f Å",
-            iteration + 1, resolution, step, current["mean_rotation_change_deg"], current["mean_shift_angstrom"],
-        )  # fmt: skip
-        if current["converged"]:
-            stopped_because = f"converged at iteration {iteration + 1}"
+        stopped = close_iteration(iterations, params.final_step_deg, pixel, ctx)
+        if stopped is not None:
+            stopped_because = stopped
             break
     made = references()
     out_map = ctx.work_dir / "map"
