@@ -16,16 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from tomoforge.averaging import centre_crop_or_pad, fourier_shell_correlation
-from tomoforge.geometry import rotate_volume, rotation_z
-from tomoforge.io.mrc import read_mrc
-from tomoforge.picking import rescale_reference
+from map_scoring import hand_scores
 from tomoforge.simulate import generate_dataset, preset_config
-from tomoforge.simulate.oracle import envelope_mask
 
 _LINE = re.compile(r"^\s*[\d.]+ s  (\w+) \(([\w.]+), run (\d+)\): (.+)$")
 
@@ -34,33 +28,6 @@ def _events(text: str) -> list[tuple[str, int, str]]:
     return [
         (m.group(1), int(m.group(3)), m.group(4).strip()) for m in map(_LINE.match, text.splitlines()) if m
     ]
-
-
-def _hand(map_file: Path, true_map: Path) -> tuple[float, float]:
-    """Mean FSC over 65–26 Å against the true map and its mirror image, each turned about z and shifted to fit."""
-    mrc = read_mrc(map_file)
-    found = torch.tensor(np.array(mrc.data), dtype=torch.float64)
-    box, pixel = found.shape[0], float(mrc.voxel_size_angstrom[0])
-    reference = read_mrc(true_map)
-    truth = centre_crop_or_pad(
-        rescale_reference(torch.tensor(np.array(reference.data), dtype=torch.float64),
-                          float(reference.voxel_size_angstrom[0]), pixel),
-        box,
-    )  # fmt: skip
-    shells = slice(round(box * pixel / 65.0), round(box * pixel / 26.0) + 1)
-    scores = []
-    for candidate in (truth, truth.flip(0)):
-        envelope = envelope_mask(candidate, pixel_size_angstrom=pixel)
-        best = -2.0
-        for angle in range(0, 60, 2):
-            turn = rotation_z(float(angle)).double()
-            turned, mask = rotate_volume(candidate, turn), rotate_volume(envelope, turn)
-            cc = torch.fft.ifftn(torch.fft.fftn(found) * torch.fft.fftn(turned * mask).conj()).real
-            shift = tuple(int(s) for s in np.unravel_index(int(torch.argmax(cc)), found.shape))
-            placed, moved = (torch.roll(v, shifts=shift, dims=(0, 1, 2)) for v in (turned, mask))
-            best = max(best, float(fourier_shell_correlation(found, placed, mask=moved)[shells].mean()))
-        scores.append(best)
-    return scores[0], scores[1]
 
 
 def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Path) -> None:
@@ -97,7 +64,9 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     run_of = {node: run for node, run, _ in after}
     record = json.loads((runs[run_of["average"]] / "map" / "reconstruction.json").read_text())
     assert record["symmetry"] == "C6" and record["particles"] >= 30
-    right, mirror = _hand(runs[run_of["average"]] / "map" / "map.mrc", data / "truth" / "average" / "map.mrc")
+    right, mirror = hand_scores(
+        runs[run_of["average"]] / "map" / "map.mrc", data / "truth" / "average" / "map.mrc", angle_step_deg=2
+    )
     assert right > 0.3 and right > mirror, (right, mirror)
     assert (runs[run_of["postprocess"]] / "postprocess").is_dir()
 

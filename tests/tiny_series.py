@@ -4,11 +4,12 @@ of the steps after alignment, with every truth known."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tomoforge.io.imod import read_tlt, read_xf, xf_to_transforms
 from tomoforge.models import CtfParameters, TiltSeries
-from tomoforge.steps._artifacts import read_tilt_series
+from tomoforge.steps._artifacts import read_tilt_series, write_tilt_series
 from tomoforge.workflow import Project, RunOutput, run_step
 
 
@@ -54,12 +55,19 @@ def true_tiny_series(
     return truth, series.model_copy(update={"tilts": tilts, "defocus_handedness": record["handedness"]})
 
 
+def tiny_series_folder(root: Path, project: Project) -> tuple[Path, Path, TiltSeries]:
+    """:func:`true_tiny_series` into ``root / "data"``, written as a ``tilt_series`` folder ``root / "tilt_series"``
+    (stack hard-linked as TS_01.mrc): the truth folder, the tilt-series folder and the series."""
+    truth, series = true_tiny_series(root / "data", project)
+    folder = root / "tilt_series"
+    folder.mkdir()
+    os.link(series.stack_file, folder / "TS_01.mrc")
+    write_tilt_series(folder, series.model_copy(update={"stack_file": folder / "TS_01.mrc"}))
+    return truth, folder, series
+
+
 def series_without_ctf(folder: Path, series: TiltSeries) -> Path:
     """A ``tilt_series`` folder holding ``series`` (stack hard-linked) with every tilt's CTF removed."""
-    import os
-
-    from tomoforge.steps._artifacts import write_tilt_series
-
     folder.mkdir()
     os.link(series.stack_file, folder / f"{series.ts_id}.mrc")
     write_tilt_series(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_series import true_tiny_series
+from tiny_series import tiny_series_folder
 from tomoforge.averaging import (
     centre_crop_or_pad,
     fourier_shell_correlation,
@@ -26,7 +25,6 @@ from tomoforge.io.mrc import read_mrc
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.models import ParticleSet, save_json
 from tomoforge.picking import rescale_reference
-from tomoforge.steps._artifacts import write_tilt_series
 from tomoforge.workflow import Project, StepFailedError, run_step
 
 BOX = 26
@@ -44,11 +42,7 @@ PARAMS = {
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path, ParticleSet, Path]:
     root = tmp_path_factory.mktemp("initial_model")
     project = Project.init(root / "project")
-    truth, series = true_tiny_series(root / "data", project)
-    folder = root / "tilt_series"
-    folder.mkdir()
-    os.link(series.stack_file, folder / "TS_01.mrc")
-    write_tilt_series(folder, series.model_copy(update={"stack_file": folder / "TS_01.mrc"}))
+    truth, folder, _ = tiny_series_folder(root, project)
     true = read_relion_particles(truth / "relion5" / "particles.star").particles
     rng = np.random.default_rng(1)
     picked = [

@@ -10,51 +10,25 @@ exact recovery of a known pose and its priors are tested in ``tests/averaging/te
 from __future__ import annotations
 
 import json
-import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from tiny_series import true_tiny_series
-from tomoforge.averaging import symmetry_rotations
+from poses import c6_errors, perturbed_particles
+from tiny_series import tiny_series_folder
 from tomoforge.io.mrc import write_mrc
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.models import ParticleSet, save_json
-from tomoforge.steps._artifacts import write_tilt_series
 from tomoforge.steps._refine import angular_step_deg, convergence_checks
 from tomoforge.workflow import Project, RunResult, StepFailedError, run_step
-
-
-def _turn(vector: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(vector))
-    k = vector / angle
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
-
-
-def _errors(found: ParticleSet, true: ParticleSet) -> tuple[float, float]:
-    """Median angle (modulo C6 about the reference's z) and median distance to the true poses."""
-    ops = symmetry_rotations("C6", dtype=torch.float64).numpy()
-    angles, distances = [], []
-    for p, q in zip(found.particles, true.particles, strict=True):
-        turn = p.rotation().T @ q.rotation()
-        angles.append(min(math.degrees(math.acos(np.clip((np.trace(turn @ s) - 1) / 2, -1, 1))) for s in ops))
-        distances.append(float(np.linalg.norm(np.subtract(p.position_angstrom, q.position_angstrom))))
-    return float(np.median(angles)), float(np.median(distances))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path, ParticleSet]:
     root = tmp_path_factory.mktemp("refine")
     project = Project.init(root / "project")
-    truth, series = true_tiny_series(root / "data", project)
-    folder = root / "tilt_series"
-    folder.mkdir()
-    os.link(series.stack_file, folder / "TS_01.mrc")
-    write_tilt_series(folder, series.model_copy(update={"stack_file": folder / "TS_01.mrc"}))
+    truth, folder, _ = tiny_series_folder(root, project)
     true = read_relion_particles(truth / "relion5" / "particles.star").particles
     return project, folder, root, true
 
@@ -71,22 +45,7 @@ def _tilts_from(found: ParticleSet, start: ParticleSet) -> np.ndarray:
 def perturbed(tiny: tuple[Project, Path, Path, ParticleSet]) -> tuple[Path, ParticleSet]:
     """The true particles turned by 6° about random axes and moved by 15 Å: their folder and the set."""
     _, _, root, true = tiny
-    rng = np.random.default_rng(0)
-    moved = []
-    for p in true.particles:
-        axis, shift = rng.normal(size=3), rng.normal(size=3)
-        turn = _turn(axis / np.linalg.norm(axis) * math.radians(6.0))
-        moved.append(
-            p.model_copy(
-                update={
-                    "rotation_matrix": tuple(map(tuple, turn @ p.rotation())),
-                    "position_angstrom": tuple(
-                        np.add(p.position_angstrom, shift / np.linalg.norm(shift) * 15.0)
-                    ),
-                }
-            )
-        )
-    start = true.model_copy(update={"particles": moved})
+    start = perturbed_particles(true, 6.0, 15.0, seed=0)
     folder = root / "perturbed"
     folder.mkdir()
     save_json(start, folder / "particles.json")
@@ -113,9 +72,9 @@ def test_perturbed_poses_move_back_towards_the_truth_until_converged(
 ) -> None:
     _, _, _, true = tiny
     start = perturbed[1]
-    assert _errors(start, true) == pytest.approx((6.0, 15.0))
+    assert c6_errors(start, true) == pytest.approx((6.0, 15.0))
     found = _particles(refined)
-    angle, distance = _errors(found, true)
+    angle, distance = c6_errors(found, true)
     assert angle < 5.0 and distance < 9.0, (angle, distance)
     assert {p.half_set for p in found.particles} == {1, 2}
     record = json.loads((refined.outputs["map"].path / "refine.json").read_text())

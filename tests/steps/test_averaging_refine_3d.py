@@ -5,68 +5,26 @@ towards the truth (the tiny data hold information to about 20 Å, which limits o
 from __future__ import annotations
 
 import json
-import math
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from tiny_series import true_tiny_series
-from tomoforge.averaging import symmetry_rotations
+from poses import c6_errors, perturbed_particles
+from tiny_series import tiny_series_folder
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.models import ParticleSet, save_json
-from tomoforge.steps._artifacts import write_tilt_series
 from tomoforge.workflow import Project, RunResult, StepFailedError, run_step
-
-
-def _turn(vector: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(vector))
-    k = vector / angle
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
-
-
-def _errors(found: ParticleSet, true: ParticleSet) -> tuple[float, float]:
-    ops = symmetry_rotations("C6", dtype=torch.float64).numpy()
-    angles, distances = [], []
-    for p, q in zip(found.particles, true.particles, strict=True):
-        turn = p.rotation().T @ q.rotation()
-        angles.append(min(math.degrees(math.acos(np.clip((np.trace(turn @ s) - 1) / 2, -1, 1))) for s in ops))
-        distances.append(float(np.linalg.norm(np.subtract(p.position_angstrom, q.position_angstrom))))
-    return float(np.median(angles)), float(np.median(distances))
 
 
 @pytest.fixture(scope="module")
 def perturbed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path, ParticleSet]:
     root = tmp_path_factory.mktemp("refine_3d")
     project = Project.init(root / "project")
-    truth, series = true_tiny_series(root / "data", project)
-    folder = root / "tilt_series"
-    folder.mkdir()
-    os.link(series.stack_file, folder / "TS_01.mrc")
-    write_tilt_series(folder, series.model_copy(update={"stack_file": folder / "TS_01.mrc"}))
+    truth, folder, _ = tiny_series_folder(root, project)
     true = read_relion_particles(truth / "relion5" / "particles.star").particles
-    rng = np.random.default_rng(0)
-    moved = []
-    for p in true.particles:
-        axis, shift = rng.normal(size=3), rng.normal(size=3)
-        moved.append(
-            p.model_copy(
-                update={
-                    "rotation_matrix": tuple(
-                        map(tuple, _turn(axis / np.linalg.norm(axis) * math.radians(6.0)) @ p.rotation())
-                    ),
-                    "position_angstrom": tuple(
-                        np.add(p.position_angstrom, shift / np.linalg.norm(shift) * 15.0)
-                    ),
-                }
-            )
-        )
     particles = root / "perturbed"
     particles.mkdir()
-    save_json(true.model_copy(update={"particles": moved}), particles / "particles.json")
+    save_json(perturbed_particles(true, 6.0, 15.0, seed=0), particles / "particles.json")
     cubes = run_step(
         project,
         "averaging.extract",
@@ -94,7 +52,7 @@ def test_perturbed_poses_move_back_towards_the_truth(
     found = ParticleSet.model_validate_json(
         (refined.outputs["particles"].path / "particles.json").read_text()
     )
-    angle, distance = _errors(found, true)
+    angle, distance = c6_errors(found, true)
     assert angle < 5.2 and distance < 9.0, (angle, distance)
     record = json.loads((refined.outputs["map"].path / "refine.json").read_text())
     assert record["converged"] and len(record["iterations"]) < 10

@@ -18,21 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from tiny_series import true_tiny_series
-from tomoforge.averaging import (
-    centre_crop_or_pad,
-    fourier_shell_correlation,
-    symmetry_rotations,
-)
-from tomoforge.geometry import rotate_volume, rotation_x, rotation_z
+from map_scoring import hand_scores
+from tiny_series import tiny_series_folder
+from tomoforge.averaging import symmetry_rotations
+from tomoforge.geometry import rotation_x, rotation_z
 from tomoforge.io.mrc import read_mrc
 from tomoforge.io.relion5 import read_relion_particles
 from tomoforge.models import ParticleSet, Tomogram, save_json
-from tomoforge.picking import rescale_reference
-from tomoforge.simulate.oracle import envelope_mask
-from tomoforge.steps._artifacts import write_tilt_series
 from tomoforge.steps._tomograms import write_tomogram_model
 from tomoforge.workflow import Project
 
@@ -93,42 +86,10 @@ def _frame_spread(found: ParticleSet, true: ParticleSet) -> float:
     return best
 
 
-def _against_truth(folder: Path, true_map: Path) -> tuple[float, float]:
-    """Mean FSC over 65–26 Å (where the hand shows) of the map against the true map and against its mirror image,
-    each turned about z (1° steps) and shifted to fit best, within the true map's envelope."""
-    mrc = read_mrc(folder / "map.mrc")
-    found = torch.tensor(np.array(mrc.data), dtype=torch.float64)
-    box, pixel = found.shape[0], float(mrc.voxel_size_angstrom[0])
-    reference = read_mrc(true_map)
-    truth = centre_crop_or_pad(
-        rescale_reference(torch.tensor(np.array(reference.data), dtype=torch.float64),
-                          float(reference.voxel_size_angstrom[0]), pixel),
-        box,
-    )  # fmt: skip
-    shells = slice(round(box * pixel / 65.0), round(box * pixel / 26.0) + 1)
-    scores = []
-    for candidate in (truth, truth.flip(0)):
-        envelope = envelope_mask(candidate, pixel_size_angstrom=pixel)
-        best = -2.0
-        for angle in range(60):
-            turn = rotation_z(float(angle)).double()
-            turned, mask = rotate_volume(candidate, turn), rotate_volume(envelope, turn)
-            cc = torch.fft.ifftn(torch.fft.fftn(found) * torch.fft.fftn(turned * mask).conj()).real
-            shift = tuple(int(s) for s in np.unravel_index(int(torch.argmax(cc)), found.shape))
-            placed, moved = (torch.roll(v, shifts=shift, dims=(0, 1, 2)) for v in (turned, mask))
-            best = max(best, float(fourier_shell_correlation(found, placed, mask=moved)[shells].mean()))
-        scores.append(best)
-    return scores[0], scores[1]
-
-
 def test_the_tutorial_sequence_through_the_cli(tmp_path: Path, cli: Invoke) -> None:
     project = Project.init(tmp_path / "project")
-    truth, series = true_tiny_series(tmp_path / "data", project)
+    truth, folder, _ = tiny_series_folder(tmp_path, project)
     project.close()
-    folder = tmp_path / "tilt_series"
-    folder.mkdir()
-    os.link(series.stack_file, folder / "TS_01.mrc")
-    write_tilt_series(folder, series.model_copy(update={"stack_file": folder / "TS_01.mrc"}))
     true = read_relion_particles(truth / "relion5" / "particles.star").particles
     picks = _picks(tmp_path / "picks", true)
     p = str(project.root)
@@ -179,7 +140,7 @@ def test_the_tutorial_sequence_through_the_cli(tmp_path: Path, cli: Invoke) -> N
             < 30
         )
     assert _frame_spread(particles(final), true) < 8.0
-    right, mirror = _against_truth(runs[final] / "map", truth / "average" / "map.mrc")
+    right, mirror = hand_scores(runs[final] / "map" / "map.mrc", truth / "average" / "map.mrc")
     assert right > 0.6 and right > mirror + 0.3, (right, mirror)
     record = json.loads((runs[rebuilt] / "map" / "reconstruction.json").read_text())
     assert record["particles"] == len(kept)
