@@ -47,7 +47,7 @@ def test_errors_are_one_sentence(cli, tmp_path: Path) -> None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: No mdoc file") and lines[0].endswith(".")
     code, _, stderr = cli("simulate", "--preset", "huge", "--out", tmp_path)
-    assert code == 2 and "expected one of tiny, demo" in stderr
+    assert code == 2 and "expected one of tiny, small, demo" in stderr
     bad = tmp_path / "bad.cif"
     bad.write_text("data_x\n")
     code, _, stderr = cli("simulate", "--preset", "tiny", "--out", tmp_path / "o", "--structure", bad)
