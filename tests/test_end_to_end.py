@@ -1,5 +1,5 @@
 """The whole tutorial from movies to a map: ``tomoforge run small`` on the simulator's ``small`` preset, killed in
-the middle and run again.
+the middle, then resumed by ``tomoforge demo``, exported and scored.
 
 The second run must reuse every node the first one finished (same run ids, "up to date"), finish the rest, and
 give a C6 map of the right hand against the simulator's true map.
@@ -51,14 +51,18 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     before = _events("".join(seen) + rest)
     finished = {node: run for node, run, what in before if what == "succeeded"}
     assert "ctf" in finished and "postprocess" not in finished, "".join(seen) + rest
-    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    # The second time through `tomoforge demo`, which finds the data and the project in place, resumes the
+    # workflow, then exports and scores.
+    demo = [sys.executable, "-m", "tomoforge.cli.main", "demo", str(tmp_path), "--preset", "small"]
+    second = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     after = _events(second.stdout)
     for node, run in finished.items():  # reused, not redone
         assert (node, run, "up to date") in after, second.stdout
     done = {node for node, _, what in after if what in ("succeeded", "up to date")}
     assert {"picks", "initial_model", "refine", "average", "postprocess"} <= done, second.stdout
-    assert "Workflow small finished" in second.stdout
+    assert "Workflow small finished" in second.stdout and "Scores against" in second.stdout
+    assert (tmp_path / "export" / "score.json").is_file()
     # The result: a C6 map of the right hand, and particles at every averaging step.
     runs = {int(p.name.split("_")[0]): p for p in (project / "runs").iterdir()}
     run_of = {node: run for node, run, _ in after}
@@ -69,6 +73,45 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     )
     assert right > 0.3 and right > mirror, (right, mirror)
     assert (runs[run_of["postprocess"]] / "postprocess").is_dir()
+    _check_export(project, tmp_path / "export2", data / "truth", record["particles"])
+
+
+def _check_export(project: Path, out: Path, truth: Path, n_particles: int) -> None:
+    """``tomoforge export``, read back with independent readers (mrcfile, starfile, sqlite3) and scored."""
+    import sqlite3
+
+    import mrcfile
+    import starfile
+
+    from tomoforge.simulate.scoring import score_results
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tomoforge.cli.main", "export", "--project", str(project), "--to", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and "not exported" not in done.stdout, done.stdout + done.stderr
+    for name in ("map", "half1", "half2", "mask"):
+        with mrcfile.open(out / "average" / f"{name}.mrc", permissive=False) as mrc:
+            assert mrc.data.shape == (26, 26, 26) and float(mrc.voxel_size.x) == pytest.approx(10.0)
+    with mrcfile.open(out / "tomograms" / "TS_01.mrc") as mrc:
+        assert mrc.data.ndim == 3 and float(mrc.voxel_size.x) == pytest.approx(20.0)
+    particles = starfile.read(out / "relion5" / "particles.star", always_dict=True)["particles"]
+    assert len(particles) == n_particles and {"rlnTomoName", "rlnCenteredCoordinateXAngst"} <= set(particles)
+    tomograms = starfile.read(out / "relion5" / "tomograms.star", always_dict=True)["global"]
+    assert list(tomograms["rlnTomoName"]) == ["TS_01"]
+    tilts = starfile.read(out / "relion5" / "tilt_series" / "TS_01.star", always_dict=True)
+    assert len(next(iter(tilts.values()))) == 21
+    with sqlite3.connect(out / "scipion" / "coordinates.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM Objects").fetchone()[0] == n_particles
+    assert len((out / "dynamo" / "particles.tbl").read_text().splitlines()) == n_particles
+    assert (out / "motion" / "TS_01.csv").read_text().startswith("acquisition_order,tilt_angle_deg,frame,")
+    fsc = (out / "average" / "fsc.csv").read_text().splitlines()
+    assert fsc[0].startswith("shell,frequency_per_angstrom,resolution_angstrom")
+    report = score_results(truth, out)
+    (series,) = report.tilt_series
+    assert series.motion.rms_angstrom < 1.0  # type: ignore[union-attr]
+    assert series.alignment.rms_px < 0.5  # type: ignore[union-attr]
+    assert report.picking.recall > 0.3  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", ["small"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from .convert import convert_app
+from .demo import demo, export
 from .run import RUN_EPILOG, StepCommandGroup
 from .score import SCORE_EPILOG, score
 from .simulate import SIMULATE_EPILOG, simulate
@@ -59,6 +60,15 @@ run_app = typer.Typer(
 app.add_typer(project_app, name="project")
 app.add_typer(run_app, name="run")
 app.add_typer(workflow_app, name="workflow")
+app.command(
+    "export",
+    epilog="Examples:\n\n  tomoforge export --project myproject --to myproject-export",
+)(export)
+app.command(
+    "demo",
+    epilog="Examples:\n\n  tomoforge demo                     simulate, process, export and score in ./tomoforge-demo\n"
+    "  tomoforge demo quick --preset small   the same on the small data set (a few minutes)",
+)(demo)
 app.add_typer(convert_app, name="convert")
 
 

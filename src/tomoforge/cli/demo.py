@@ -1,0 +1,70 @@
+"""``tomoforge export`` and ``tomoforge demo``: a project's results in other tools' formats, and the whole tutorial
+on simulated data with its score against the truth.
+
+Thin: the export is :func:`tomoforge.report.export.export_project`, the workflow run is
+:func:`.workflows.run_workflow_from_cli`, the score :func:`tomoforge.simulate.scoring.score_results`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["demo", "export"]
+
+
+def export(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="The project folder."),
+    to: Path = typer.Option(..., "--to", help="Where to write the export (created if needed)."),
+) -> None:
+    """Export a project's latest results: motion, IMOD alignment and defocus, tomograms, RELION 5 / Scipion /
+    Dynamo particles and the average with its half maps, mask and FSC."""
+    from tomoforge.report.export import export_project
+    from tomoforge.workflow import Project
+
+    from .console import stdout
+
+    with Project.open(project) as opened:
+        result = export_project(opened, to)
+    console = stdout()
+    console.print(f"Exported {len(result['written'])} files to {to}.", soft_wrap=True, markup=False)
+    for item in result["missing"]:
+        console.print(f"  not exported: {item}", soft_wrap=True, markup=False)
+
+
+def demo(
+    directory: Path = typer.Argument(Path("tomoforge-demo"), help="Where the data, project and export go."),
+    preset: str = typer.Option("demo", "--preset", help="Simulator preset and workflow: demo or small."),
+) -> None:
+    """Simulate the demo data set, run the whole tutorial on it, export the results and score them against the
+    simulator's truth. Run it again to resume after an interruption."""
+    from rich.table import Table
+
+    from tomoforge.simulate import generate_dataset, preset_config
+    from tomoforge.simulate.scoring import score_results, summary_rows, write_score_json
+    from tomoforge.workflows import locate
+
+    from .console import stdout
+    from .workflows import run_workflow_from_cli
+
+    if preset not in ("demo", "small"):
+        raise typer.BadParameter(f"expected demo or small, got {preset!r}", param_hint="--preset")
+    console = stdout()
+    data = directory / "data"
+    if not (data / "truth" / "truth.json").is_file():
+        console.print(f"Simulating the {preset} data set into {data} …", soft_wrap=True, markup=False)
+        generate_dataset(preset_config(preset), data)
+    run_workflow_from_cli(locate(preset), {"movies": data / "frames"}, directory / "project", [])
+    export(project=directory / "project", to=directory / "export")
+    report = score_results(data / "truth", directory / "export")
+    write_score_json(report, directory / "export" / "score.json")
+    table = Table(
+        "section", "tilt series", "result", title=f"Scores against {data / 'truth'}", title_justify="left"
+    )
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"Results: {directory / 'export'}; scores: {directory / 'export' / 'score.json'}.", soft_wrap=True
+    )
