@@ -33,6 +33,18 @@ def export(
         console.print(f"  not exported: {item}", soft_wrap=True, markup=False)
 
 
+def _hexamer_reference(path: Path) -> Path:
+    """A CA-SP1 hexamer map (5.4 Å voxels, 50³) from the vendored atomic model, for template matching: what a user
+    would make from the PDB entry, not the simulator's truth."""
+    if not path.is_file():
+        from tomoforge.io.mrc import write_mrc
+        from tomoforge.simulate.hexamer import hexamer_reference
+
+        volume, _ = hexamer_reference(voxel_size_angstrom=5.4, box_size_px=50)
+        write_mrc(volume.numpy(), path, voxel_size_angstrom=5.4)
+    return path
+
+
 def demo(
     directory: Path = typer.Argument(Path("tomoforge-demo"), help="Where the data, project and export go."),
     preset: str = typer.Option("demo", "--preset", help="Simulator preset and workflow: demo or small."),
@@ -55,7 +67,10 @@ def demo(
     if not (data / "truth" / "truth.json").is_file():
         console.print(f"Simulating the {preset} data set into {data} …", soft_wrap=True, markup=False)
         generate_dataset(preset_config(preset), data)
-    run_workflow_from_cli(locate(preset), {"movies": data / "frames"}, directory / "project", [])
+    inputs = {"movies": data / "frames"}
+    if preset == "demo":
+        inputs["reference"] = _hexamer_reference(data / "reference.mrc")
+    run_workflow_from_cli(locate(preset), inputs, directory / "project", [])
     export(project=directory / "project", to=directory / "export")
     report = score_results(data / "truth", directory / "export")
     write_score_json(report, directory / "export" / "score.json")
