@@ -95,9 +95,7 @@ def run_initial_model(params: Any, folder: Path, ctx: RunContext, device: torch.
 
     from tomoforge.averaging.initial_model import de_novo_model
     from tomoforge.io.mrc import write_mrc
-    from tomoforge.io.relion5 import write_relion_particles
-    from tomoforge.models import save_json
-    from tomoforge.steps._map_outputs import slices_png
+    from tomoforge.steps._map_outputs import slices_png, write_posed_particles
     from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
     from tomoforge.workflow.fsutil import atomic_write_text
 
@@ -180,12 +178,8 @@ def run_initial_model(params: Any, folder: Path, ctx: RunContext, device: torch.
         )
         for i, p in enumerate(particles.particles)
     ]
-    out_particles = ctx.work_dir / "particles"
-    out_particles.mkdir()
-    posed = particles.model_copy(update={"particles": updated, "symmetry": params.symmetry})
-    save_json(posed, out_particles / "particles.json")
-    write_relion_particles(
-        posed.model_copy(update={"particles": [p.model_copy(update={"group": None}) for p in updated]}),
-        out_particles / "particles.star",
+    out_particles = write_posed_particles(
+        ctx.work_dir / "particles",
+        particles.model_copy(update={"particles": updated, "symmetry": params.symmetry}),
     )
     return {"map": out_map, "particles": out_particles}

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from tomoforge.averaging.particles import HalfMaps
 
-__all__ = ["fsc_svg", "read_cubic_map", "slices_png", "write_map_folder"]
+__all__ = ["fsc_svg", "read_cubic_map", "slices_png", "write_map_folder", "write_posed_particles"]
 
 
 def fsc_svg(frequencies: np.ndarray, fsc: np.ndarray, resolution_angstrom: float) -> str:
@@ -134,3 +134,20 @@ def read_cubic_map(path: Path) -> tuple[np.ndarray, float]:
     if not voxel > 0:
         raise ValueError(f"{path}: the header gives no voxel size")
     return data, voxel
+
+
+def write_posed_particles(folder: Path, particles: Any) -> Path:
+    """A ``particles`` folder of the averaging steps: ``particles.json`` and ``particles.star`` (RELION 5, without
+    the group labels, which RELION numbers) of a ``ParticleSet``; created here, returned."""
+    from tomoforge.io.relion5 import write_relion_particles
+    from tomoforge.models import save_json
+
+    folder.mkdir()
+    save_json(particles, folder / "particles.json")
+    write_relion_particles(
+        particles.model_copy(
+            update={"particles": [p.model_copy(update={"group": None}) for p in particles.particles]}
+        ),
+        folder / "particles.star",
+    )
+    return folder

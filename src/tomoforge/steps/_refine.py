@@ -160,9 +160,7 @@ def run_refinement(
         score_noise_variance,
     )
     from tomoforge.averaging.particles import extract_views
-    from tomoforge.io.relion5 import write_relion_particles
-    from tomoforge.models import save_json
-    from tomoforge.steps._map_outputs import write_map_folder
+    from tomoforge.steps._map_outputs import write_map_folder, write_posed_particles
     from tomoforge.steps._particle_views import read_particle_inputs, view_transfers
     from tomoforge.workflow.fsutil import atomic_write_text
 
@@ -292,13 +290,9 @@ def run_refinement(
                     "half_set": int(s.halves[j]),
                 }
             )
-    out_particles = ctx.work_dir / "particles"
-    out_particles.mkdir()
-    result = particles.model_copy(update={"particles": refined, "symmetry": params.symmetry})
-    save_json(result, out_particles / "particles.json")
-    write_relion_particles(
-        result.model_copy(update={"particles": [p.model_copy(update={"group": None}) for p in refined]}),
-        out_particles / "particles.star",
+    out_particles = write_posed_particles(
+        ctx.work_dir / "particles",
+        particles.model_copy(update={"particles": refined, "symmetry": params.symmetry}),
     )
     record = {
         "particles": final["particles"],

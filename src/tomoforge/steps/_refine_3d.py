@@ -60,10 +60,8 @@ def run_refinement_3d(
         posterior,
     )
     from tomoforge.averaging.subtomogram_refine import half_maps, half_sums, undo_shifts
-    from tomoforge.io.relion5 import write_relion_particles
-    from tomoforge.models import save_json
     from tomoforge.steps._initial_model import _read_index
-    from tomoforge.steps._map_outputs import write_map_folder
+    from tomoforge.steps._map_outputs import write_map_folder, write_posed_particles
     from tomoforge.steps._particle_views import particle_table
     from tomoforge.steps._refine import _starting_reference, close_iteration, reference_map_file
     from tomoforge.workflow.fsutil import atomic_write_text
@@ -200,13 +198,9 @@ def run_refinement_3d(
         )
         for i, p in enumerate(particles.particles)
     ]
-    out_particles = ctx.work_dir / "particles"
-    out_particles.mkdir()
-    result = particles.model_copy(update={"particles": refined, "symmetry": params.symmetry})
-    save_json(result, out_particles / "particles.json")
-    write_relion_particles(
-        result.model_copy(update={"particles": [p.model_copy(update={"group": None}) for p in refined]}),
-        out_particles / "particles.star",
+    out_particles = write_posed_particles(
+        ctx.work_dir / "particles",
+        particles.model_copy(update={"particles": refined, "symmetry": params.symmetry}),
     )
     summary = {
         "particles": n,
