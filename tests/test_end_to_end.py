@@ -114,7 +114,7 @@ def _check_export(project: Path, out: Path, truth: Path, n_particles: int) -> No
     assert report.picking.recall > 0.3  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("name", ["small", "demo"])
+@pytest.mark.parametrize("name", ["small", "demo", "hiv-tutorial-small", "hiv-tutorial-large"])
 def test_the_builtin_workflow_prints_and_checks(name: str, tmp_path: Path) -> None:
     from tomoforge.workflow import check_workflow, read_workflow
     from tomoforge.workflows import locate

@@ -5,6 +5,9 @@ change it, and run it with ``tomoforge run FILE``.
     The whole tutorial on the simulator's ``small`` preset in a few minutes on two cores (the end-to-end test).
 ``demo``
     The whole tutorial on the simulator's ``demo`` preset (``tomoforge demo``).
+``hiv-tutorial-small``, ``hiv-tutorial-large``
+    The tutorial itself, step by step with its parameter values (bin 6 / bin 4 tomograms, the imported picks,
+    RelionTomo at bin 6 then bin 2), for EMPIAR-10164 or the simulator's presets of the same names (GPU-sized).
 """
 
 from __future__ import annotations
