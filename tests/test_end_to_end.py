@@ -63,6 +63,10 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     assert {"picks", "initial_model", "refine", "average", "postprocess"} <= done, second.stdout
     assert "Workflow small finished" in second.stdout and "Scores against" in second.stdout
     assert (tmp_path / "export" / "score.json").is_file()
+    page = (tmp_path / "report.html").read_text()
+    for part in ("Quality per tilt series", "Score against the truth", "averaging.initial_model", "Methods"):
+        assert part in page
+    assert page.count("<figure>") >= 10 and "data:image/png;base64," in page
     # The result: a C6 map of the right hand, and particles at every averaging step.
     runs = {int(p.name.split("_")[0]): p for p in (project / "runs").iterdir()}
     run_of = {node: run for node, run, _ in after}

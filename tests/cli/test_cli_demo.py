@@ -24,3 +24,11 @@ def test_exporting_an_empty_project_lists_what_is_missing(tmp_path: Path, cli: I
     for kind in ("motion", "alignment", "ctf", "tomograms", "particles", "average"):
         assert f"not exported: {kind}" in out
     assert (tmp_path / "out" / "export.json").is_file()
+
+
+def test_the_report_of_an_empty_project_says_so(tmp_path: Path, cli: Invoke) -> None:
+    Project.init(tmp_path / "project").close()
+    code, out, _ = cli("report", "--project", str(tmp_path / "project"))
+    assert code == 0 and "report.html" in out
+    page = (tmp_path / "project" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "No tilt series were processed yet." in page

@@ -11,7 +11,26 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["demo", "export"]
+__all__ = ["demo", "export", "report"]
+
+
+def report(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="The project folder."),
+    out: Path | None = typer.Option(None, "--out", help="The HTML file (default: PROJECT/report.html)."),
+    score: Path | None = typer.Option(
+        None, "--score", help="A score.json of `tomoforge score` to include (simulated data)."
+    ),
+) -> None:
+    """Write one self-contained HTML page: quality per tilt series, the score against the truth, every step's
+    summary and pictures, and the methods text."""
+    from tomoforge.report.html import write_report
+    from tomoforge.workflow import Project
+
+    from .console import stdout
+
+    with Project.open(project) as opened:
+        path = write_report(opened, out or opened.root / "report.html", score_file=score)
+    stdout().print(f"Wrote the report {path}.", soft_wrap=True, markup=False)
 
 
 def export(
@@ -49,8 +68,8 @@ def demo(
     directory: Path = typer.Argument(Path("tomoforge-demo"), help="Where the data, project and export go."),
     preset: str = typer.Option("demo", "--preset", help="Simulator preset and workflow: demo or small."),
 ) -> None:
-    """Simulate the demo data set, run the whole tutorial on it, export the results and score them against the
-    simulator's truth. Run it again to resume after an interruption."""
+    """Simulate the demo data set, run the whole tutorial on it, export the results, score them against the
+    simulator's truth and write the HTML report. Run it again to resume after an interruption."""
     from rich.table import Table
 
     from tomoforge.simulate import generate_dataset, preset_config
@@ -72,14 +91,21 @@ def demo(
         inputs["reference"] = _hexamer_reference(data / "reference.mrc")
     run_workflow_from_cli(locate(preset), inputs, directory / "project", [])
     export(project=directory / "project", to=directory / "export")
-    report = score_results(data / "truth", directory / "export")
-    write_score_json(report, directory / "export" / "score.json")
+    scores = score_results(data / "truth", directory / "export")
+    write_score_json(scores, directory / "export" / "score.json")
     table = Table(
         "section", "tilt series", "result", title=f"Scores against {data / 'truth'}", title_justify="left"
     )
-    for row in summary_rows(report):
+    for row in summary_rows(scores):
         table.add_row(*row)
     console.print(table)
+    report(
+        project=directory / "project",
+        out=directory / "report.html",
+        score=directory / "export" / "score.json",
+    )
     console.print(
-        f"Results: {directory / 'export'}; scores: {directory / 'export' / 'score.json'}.", soft_wrap=True
+        f"Results: {directory / 'export'}; scores: {directory / 'export' / 'score.json'}; report: "
+        f"{directory / 'report.html'}.",
+        soft_wrap=True,
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from .convert import convert_app
-from .demo import demo, export
+from .demo import demo, export, report
 from .run import RUN_EPILOG, StepCommandGroup
 from .score import SCORE_EPILOG, score
 from .simulate import SIMULATE_EPILOG, simulate
@@ -64,6 +64,11 @@ app.command(
     "export",
     epilog="Examples:\n\n  tomoforge export --project myproject --to myproject-export",
 )(export)
+app.command(
+    "report",
+    epilog="Examples:\n\n  tomoforge report --project myproject\n"
+    "  tomoforge report --project demo/project --score demo/export/score.json --out demo.html",
+)(report)
 app.command(
     "demo",
     epilog="Examples:\n\n  tomoforge demo                     simulate, process, export and score in ./tomoforge-demo\n"
