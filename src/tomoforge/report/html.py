@@ -119,7 +119,10 @@ def _quality_table(project: Project, runs: list[Any]) -> str:
         if step in by_step:
             summary = project.store.summary(by_step[step].id)
             put("alignment residual (nm)", _per_series(summary, "mean_residual_nm"), lambda v: f"{v:.3f}")
-            put("tilt axis (°)", _per_series(summary, "tilt_axis_angle_deg"), lambda v: f"{v:.2f}")
+            put("tilt axis (°)", _per_series(summary, "tilt_axis_deg_mean"), lambda v: f"{v:.2f}")
+            put("thickness (nm)", _per_series(summary, "thickness_nm"), lambda v: f"{v:.0f}")
+            put("exclusion candidates", _per_series(summary, "exclusion_candidates"),
+                lambda v: ", ".join(map(str, v)) or "none")  # fmt: skip
             break
     if "ctf.estimate" in by_step:
         summary = project.store.summary(by_step["ctf.estimate"].id)
