@@ -6,6 +6,7 @@ from tomoforge.averaging.fsc import (
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
+    shell_index,
     soft_sphere_mask,
 )
 from tomoforge.averaging.insert import (
@@ -24,6 +25,7 @@ __all__ = [
     "insert_slices",
     "reconstruct",
     "shell_frequencies_per_angstrom",
+    "shell_index",
     "soft_sphere_mask",
     "symmetrize_accumulators",
     "symmetry_rotations",

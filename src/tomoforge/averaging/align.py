@@ -47,7 +47,8 @@ from typing import NamedTuple
 import torch
 
 from tomoforge.averaging.insert import _sample_half_grid
-from tomoforge.fourier import fftfreq_grid, shift_phase_ramp_2d
+from tomoforge.fourier import fftfreq_grid, rfft_multiplicity, shift_phase_ramp_2d
+from tomoforge.geometry.rotations import rotation_from_vector
 
 __all__ = [
     "LocalResult",
@@ -137,16 +138,6 @@ def _band(b: int, max_frequency_per_pixel: float, dtype: torch.dtype, device: to
     return band
 
 
-def _hermitian(b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(b // 2 + 1,)`` how many samples of the full plane each rfft column stands for: 2, except the ``k_x = 0``
-    (and even-size Nyquist) column."""
-    weight = torch.full((b // 2 + 1,), 2.0, dtype=dtype, device=device)
-    weight[0] = 1.0
-    if b % 2 == 0:
-        weight[-1] = 1.0
-    return weight
-
-
 def score_noise_variance(
     images: torch.Tensor, *, max_frequency_per_pixel: float, radius_px: float, edge_px: float
 ) -> float:
@@ -174,7 +165,9 @@ def score_noise_variance(
     """
     b = images.shape[-2]
     real = images.real.dtype
-    weight = _band(b, max_frequency_per_pixel, real, images.device) * _hermitian(b, real, images.device)
+    weight = _band(b, max_frequency_per_pixel, real, images.device) * rfft_multiplicity(
+        b, dtype=real, device=images.device
+    )
     power = float((images.abs().square() * weight).sum()) / max(float(weight.sum()) * images.shape[0], 1e-30)
     circle = _particle_circle(b, radius_px, edge_px, real, images.device)
     return power * b * b / max(float(circle.square().sum()), 1e-30)
@@ -215,15 +208,7 @@ def local_rotations(step_deg: float, *, dtype: torch.dtype = torch.float64) -> t
     grid = torch.tensor([-s, 0.0, s], dtype=dtype)
     vectors = torch.cartesian_prod(grid, grid, grid)
     order = torch.argsort(torch.linalg.vector_norm(vectors, dim=1), stable=True)
-    return torch.linalg.matrix_exp(_skew(vectors[order]))
-
-
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros((*v.shape[:-1], 3, 3), dtype=v.dtype, device=v.device)
-    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
-    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
-    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
-    return out
+    return rotation_from_vector(vectors[order])
 
 
 class LocalResult(NamedTuple):
@@ -302,7 +287,9 @@ def local_search(
         len(candidates), v, b, b // 2 + 1
     )
     model = projected * ctfs[None].to(real) * band
-    hermitian = _hermitian(b, real, table.device)  # each rfft sample stands for itself and its mirror
+    hermitian = rfft_multiplicity(
+        b, dtype=real, device=table.device
+    )  # each rfft sample stands for itself and its mirror
     norm = (model.abs().square() * hermitian).sum(dim=(1, 2, 3)).sqrt().clamp(min=1e-30)  # (c,)
     maps = torch.fft.irfft2(images[None] * model.conj(), s=(b, b)) * (
         b * b

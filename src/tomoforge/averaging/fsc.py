@@ -24,14 +24,18 @@ __all__ = [
     "fourier_shell_correlation",
     "fsc_resolution_angstrom",
     "shell_frequencies_per_angstrom",
+    "shell_index",
     "centre_crop_or_pad",
     "soft_sphere_mask",
 ]
 
 
-def _shell_index(shape_zyx: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Shell of every rfft sample: ``round(|k| · N)`` with ``k`` in cycles/pixel and ``N`` the largest edge."""
-    f = fftfreq_grid(shape_zyx, rfft=True, device=device, dtype=torch.float64)
+def shell_index(
+    shape_zyx: Sequence[int], device: torch.device | None = None, *, rfft: bool = True
+) -> torch.Tensor:
+    """Shell of every sample of the ``rfftn`` (or, with ``rfft=False``, the full ``fftn``, unshifted) of a volume:
+    ``round(|k| · N)`` with ``k`` in cycles/pixel and ``N`` the largest edge."""
+    f = fftfreq_grid(shape_zyx, rfft=rfft, device=device, dtype=torch.float64)
     return torch.round(f.norm(dim=-1) * max(shape_zyx)).to(torch.long)
 
 
@@ -60,7 +64,7 @@ def fourier_shell_correlation(
     shape = tuple(map1.shape[-3:])
     f1 = torch.fft.rfftn(map1.to(torch.float64), dim=(-3, -2, -1))
     f2 = torch.fft.rfftn(map2.to(torch.float64), dim=(-3, -2, -1))
-    shells = _shell_index(shape, map1.device).reshape(-1)
+    shells = shell_index(shape, map1.device).reshape(-1)
     n_shells = max(shape) // 2 + 1
     keep = shells < n_shells
     idx = shells[keep]

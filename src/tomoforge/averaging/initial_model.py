@@ -43,8 +43,10 @@ from typing import NamedTuple
 
 import torch
 
+from tomoforge.averaging.fsc import shell_index
 from tomoforge.averaging.insert import symmetry_rotations
-from tomoforge.geometry.rotations import rotate_volume, rotation_x, rotation_z
+from tomoforge.fourier import rfft_multiplicity
+from tomoforge.geometry.rotations import rotate_volume, rotation_from_vector, rotation_x, rotation_z
 
 __all__ = [
     "Accumulated",
@@ -55,13 +57,14 @@ __all__ = [
     "crop_batch",
     "de_novo_model",
     "em_batch",
+    "half_grid",
+    "inverse_noise_power",
     "local_frame",
     "low_pass",
     "noise_power",
     "offsets_within",
     "posterior",
     "random_posterior",
-    "shell_index",
     "symmetrize",
     "symmetry_axis_rotation",
     "update_model",
@@ -89,15 +92,7 @@ def local_frame(data: torch.Tensor, weights: torch.Tensor, rotations: torch.Tens
     return Subtomograms(spectra, turned_weights)
 
 
-def shell_index(box: int, device: torch.device | None = None) -> torch.Tensor:
-    """``(b, b, b // 2 + 1)`` shell ``round(|k|·b)`` of every rfft sample (``k`` in cycles/pixel)."""
-    k = torch.fft.fftfreq(box, device=device, dtype=torch.float64)
-    kx = torch.fft.rfftfreq(box, device=device, dtype=torch.float64)
-    r = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2)
-    return torch.round(r * box).long()
-
-
-def _half(weights: torch.Tensor) -> torch.Tensor:
+def half_grid(weights: torch.Tensor) -> torch.Tensor:
     """Centred full-grid weights ``(..., b, b, b)`` on the rfft half grid ``(..., b, b, b // 2 + 1)``."""
     b = weights.shape[-1]
     return torch.fft.ifftshift(weights, dim=(-3, -2, -1))[..., : b // 2 + 1]
@@ -158,18 +153,9 @@ def _pad_centred(volume: torch.Tensor, box: int) -> torch.Tensor:
     return out
 
 
-def _inverse_noise(sigma2: torch.Tensor, device: torch.device) -> torch.Tensor:
+def inverse_noise_power(sigma2: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``1/σ²`` per shell, zero for shells without an estimate."""
     return torch.where(sigma2 > 0, 1.0 / sigma2.clamp(min=1e-30), 0.0).float().to(device)
-
-
-def _hermitian(box: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """How many full-grid samples each rfft column stands for (2, except ``k_x = 0`` and an even Nyquist)."""
-    h = torch.full((box // 2 + 1,), 2.0, dtype=dtype, device=device)
-    h[0] = 1.0
-    if box % 2 == 0:
-        h[-1] = 1.0
-    return h
 
 
 def noise_power(
@@ -178,8 +164,8 @@ def noise_power(
     """Per shell ``(b // 2 + 1 + …)``: the sum of ``|D|²/W`` over the samples whose weight exceeds
     ``min_weight_fraction`` of the batch's largest, and their count (to be pooled over batches)."""
     b = batch.weights.shape[-1]
-    w = _half(batch.weights)
-    shells = shell_index(b, batch.data.device).expand_as(w)
+    w = half_grid(batch.weights)
+    shells = shell_index((b, b, b), batch.data.device).expand_as(w)
     used = w > min_weight_fraction * float(w.max())
     ratio = torch.where(used, batch.data.abs().square() / w.clamp(min=1e-30), torch.zeros_like(w))
     n = int(shells.max()) + 1
@@ -224,7 +210,7 @@ def offsets_within(radius_px: float, step_px: float = 1.0) -> torch.Tensor:
 def low_pass(volume: torch.Tensor, cutoff_per_pixel: float, *, edge_per_pixel: float = 0.02) -> torch.Tensor:
     """A centred volume ``(b, b, b)`` low-passed with a raised-cosine edge ending at ``cutoff_per_pixel``."""
     b = volume.shape[-1]
-    radius = shell_index(b, volume.device).double() / b
+    radius = shell_index((b, b, b), volume.device).double() / b
     start = max(cutoff_per_pixel - edge_per_pixel, 0.0)
     fade = 0.5 * (1 + torch.cos(math.pi * (radius - start) / max(edge_per_pixel, 1e-6)))
     filt = torch.where(radius <= start, 1.0, torch.where(radius >= cutoff_per_pixel, 0.0, fade))
@@ -261,13 +247,17 @@ class _Band(NamedTuple):
 
 
 def _band(box: int, size: int, cutoff_per_pixel: float, device: torch.device) -> _Band:
-    shells = _crop_half(shell_index(box, device), size)
+    shells = _crop_half(shell_index((box, box, box), device), size)
     k = torch.fft.fftfreq(size, d=box / size, device=device, dtype=torch.float64)
     kx = torch.fft.rfftfreq(size, d=box / size, device=device, dtype=torch.float64)
     grid = torch.stack(torch.broadcast_tensors(kx[None, None, :], k[None, :, None], k[:, None, None]), dim=-1)
     inside = (shells.double() / box <= cutoff_per_pixel) & (shells > 0)
     index = torch.nonzero(inside.flatten()).flatten()
-    hermitian = _hermitian(size, device, torch.float64).expand(size, size, size // 2 + 1).flatten()[index]
+    hermitian = (
+        rfft_multiplicity(size, device=device, dtype=torch.float64)
+        .expand(size, size, size // 2 + 1)
+        .flatten()[index]
+    )
     return _Band(index, grid.reshape(-1, 3)[index], hermitian, shells.flatten()[index])
 
 
@@ -292,9 +282,11 @@ def posterior(
     n, box, size = batch.data.shape[0], model.shape[-1], batch.weights.shape[-1]
     device = batch.data.device
     band = _band(box, size, cutoff_per_pixel, device)
-    inverse_noise = _inverse_noise(sigma2, device)[band.shells]
+    inverse_noise = inverse_noise_power(sigma2, device)[band.shells]
     data = batch.data.reshape(n, -1)[:, band.samples] * inverse_noise
-    weights = _half(batch.weights).reshape(n, -1)[:, band.samples] * inverse_noise * band.hermitian.float()
+    weights = (
+        half_grid(batch.weights).reshape(n, -1)[:, band.samples] * inverse_noise * band.hermitian.float()
+    )
     turn = 2 * math.pi * band.frequency @ offsets.to(device=device, dtype=torch.float64).T  # (K, t)
     phases = (band.hermitian[:, None] * torch.polar(torch.ones_like(turn), turn)).to(torch.complex64)
     scores = torch.empty((n, len(rotations), len(offsets)), dtype=torch.float32, device=device)
@@ -353,9 +345,9 @@ def em_batch(
     n, size = batch.data.shape[0], batch.weights.shape[-1]
     device = batch.data.device
     band = _band(box, size, cutoff_per_pixel, device)
-    inverse_noise = _inverse_noise(sigma2, device)
+    inverse_noise = inverse_noise_power(sigma2, device)
     data = batch.data.reshape(n, -1)[:, band.samples] * inverse_noise[band.shells]
-    full_shells = _crop_centred(torch.fft.fftshift(_full_shell_index(box, device)), size)
+    full_shells = _crop_centred(torch.fft.fftshift(shell_index((box, box, box), device, rfft=False)), size)
     weights = (batch.weights * inverse_noise[full_shells.clamp(max=len(inverse_noise) - 1)]).reshape(n, -1)
     turn = 2 * math.pi * offsets.to(device=device, dtype=torch.float64) @ band.frequency.T  # (t, K)
     unshift = torch.polar(torch.ones_like(turn), turn).to(torch.complex64)
@@ -385,12 +377,6 @@ def em_batch(
     return Accumulated(_pad_half(spectrum, box), _pad_centred(weight_sum.clamp(min=0.0), box))
 
 
-def _full_shell_index(box: int, device: torch.device) -> torch.Tensor:
-    k = torch.fft.fftfreq(box, device=device, dtype=torch.float64)
-    r = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
-    return torch.round(r * box).long()
-
-
 def update_model(
     data: torch.Tensor,
     weights: torch.Tensor,
@@ -409,8 +395,8 @@ def update_model(
     damped, not emptied; ``T`` is RELION's ``tau2_fudge``. Without ``regularise`` (the random start, whose sums hold
     no consistent signal yet) ``1/τ²`` is the shell's mean ``B``: a signal-to-noise ratio of one."""
     b = weights.shape[-1]
-    shells = shell_index(b, data.device)
-    denominator = _half(weights).double()
+    shells = shell_index((b, b, b), data.device)
+    denominator = half_grid(weights).double()
     # Samples that no particle informs (interpolation leaks a little data there) stay empty.
     informed = denominator > 1e-3 * float(denominator.max())
     data = torch.where(informed, data.to(torch.complex128), 0.0)
@@ -443,14 +429,7 @@ def symmetrize(volume: torch.Tensor, symmetry: str) -> torch.Tensor:
 
 def _axis_turn(direction: torch.Tensor, angle_deg: float) -> torch.Tensor:
     """Rotations ``(m, 3, 3)`` by ``angle_deg`` about unit ``direction`` ``(m, 3)``."""
-    a = math.radians(angle_deg)
-    u = direction
-    cross = torch.zeros((len(u), 3, 3), dtype=u.dtype, device=u.device)
-    cross[:, 0, 1], cross[:, 0, 2] = -u[:, 2], u[:, 1]
-    cross[:, 1, 0], cross[:, 1, 2] = u[:, 2], -u[:, 0]
-    cross[:, 2, 0], cross[:, 2, 1] = -u[:, 1], u[:, 0]
-    eye = torch.eye(3, dtype=u.dtype, device=u.device).expand(len(u), 3, 3)
-    return eye + math.sin(a) * cross + (1 - math.cos(a)) * cross @ cross
+    return rotation_from_vector(direction * math.radians(angle_deg))
 
 
 def _to_z(direction: torch.Tensor) -> torch.Tensor:

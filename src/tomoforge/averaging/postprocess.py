@@ -41,10 +41,10 @@ from typing import NamedTuple
 import torch
 
 from tomoforge.averaging.fsc import (
-    _shell_index,
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
+    shell_index,
 )
 from tomoforge.fourier import fftfreq_grid
 
@@ -158,7 +158,7 @@ def phase_randomise(volume: torch.Tensor, from_shell: int, *, seed: int = 0) -> 
     noise = torch.randn(tuple(volume.shape), generator=generator, dtype=torch.float64).to(volume.device)
     phases = torch.fft.rfftn(noise, dim=_DIMS)
     rotor = phases / phases.abs().clamp_min(1e-300)
-    outside = _shell_index(shape, volume.device) >= from_shell
+    outside = shell_index(shape, volume.device) >= from_shell
     spectrum = torch.where(outside, spectrum * rotor, spectrum)
     return torch.fft.irfftn(spectrum, s=shape, dim=_DIMS).to(volume.dtype)
 
@@ -292,7 +292,7 @@ def _shell_mean_amplitude(volume: torch.Tensor) -> torch.Tensor:
     shape = tuple(volume.shape[-3:])
     n_shells = max(shape) // 2 + 1
     amplitude = torch.fft.rfftn(volume.to(torch.float64), dim=_DIMS).abs().reshape(-1)
-    shells = _shell_index(shape, volume.device).reshape(-1)
+    shells = shell_index(shape, volume.device).reshape(-1)
     keep = shells < n_shells
     total = torch.bincount(shells[keep], weights=amplitude[keep], minlength=n_shells)
     count = torch.bincount(shells[keep], minlength=n_shells).to(torch.float64)

@@ -20,15 +20,8 @@ import math
 
 import torch
 
-from tomoforge.averaging.fsc import fourier_shell_correlation
-from tomoforge.averaging.initial_model import (
-    Subtomograms,
-    _full_shell_index,
-    _half,
-    _inverse_noise,
-    shell_index,
-    symmetrize,
-)
+from tomoforge.averaging.fsc import fourier_shell_correlation, shell_index
+from tomoforge.averaging.initial_model import Subtomograms, half_grid, inverse_noise_power, symmetrize
 from tomoforge.averaging.particles import HalfMaps
 
 __all__ = ["half_maps", "half_sums", "undo_shifts"]
@@ -53,9 +46,11 @@ def undo_shifts(batch: Subtomograms, shifts_px: torch.Tensor) -> Subtomograms:
 def half_sums(batch: Subtomograms, sigma2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``Σ D/σ²`` (rfft half grid) and ``Σ W/σ²`` (centred full grid) of a batch already in the reference frame."""
     b = batch.weights.shape[-1]
-    inverse = _inverse_noise(sigma2, batch.data.device)
-    data = (batch.data * inverse[shell_index(b, batch.data.device)]).sum(dim=0)
-    full = torch.fft.fftshift(_full_shell_index(b, batch.data.device)).clamp(max=len(inverse) - 1)
+    inverse = inverse_noise_power(sigma2, batch.data.device)
+    data = (batch.data * inverse[shell_index((b, b, b), batch.data.device)]).sum(dim=0)
+    full = torch.fft.fftshift(shell_index((b, b, b), batch.data.device, rfft=False)).clamp(
+        max=len(inverse) - 1
+    )
     return data, (batch.weights * inverse[full]).sum(dim=0)
 
 
@@ -66,8 +61,8 @@ def _mean_per_shell(values: torch.Tensor, shells: torch.Tensor, n: int) -> torch
 
 def _wiener(data: torch.Tensor, weights: torch.Tensor, fsc: torch.Tensor, symmetry: str) -> torch.Tensor:
     b = weights.shape[-1]
-    shells = shell_index(b, data.device)
-    w = _half(weights).double()
+    shells = shell_index((b, b, b), data.device)
+    w = half_grid(weights).double()
     n = int(shells.max()) + 1
     mean = _mean_per_shell(w, shells, n)
     f = torch.ones(n, dtype=torch.float64)

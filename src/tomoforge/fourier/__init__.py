@@ -2,7 +2,7 @@
 
 from tomoforge.fourier.crop import fourier_bin_2d, fourier_crop_rfft_2d
 from tomoforge.fourier.dose import critical_exposure, dose_filter_image, dose_weights, frame_dose_weights
-from tomoforge.fourier.frequencies import dc_index, fftfreq_grid
+from tomoforge.fourier.frequencies import dc_index, fftfreq_grid, rfft_multiplicity
 from tomoforge.fourier.shift import fourier_shift_2d, shift_phase_ramp_2d
 from tomoforge.fourier.windows import edge_taper, fast_fft_size
 
@@ -18,5 +18,6 @@ __all__ = [
     "fourier_bin_2d",
     "fourier_crop_rfft_2d",
     "fourier_shift_2d",
+    "rfft_multiplicity",
     "shift_phase_ramp_2d",
 ]

@@ -58,3 +58,16 @@ def fftfreq_grid(
                 f = torch.fft.fftshift(f)
         axes.append(f)
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def rfft_multiplicity(
+    size: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``(size // 2 + 1,)`` how many samples of the full transform each column of an ``rfft`` along an axis of
+    ``size`` stands for: 2 (itself and its Hermitian mirror), except the ``k = 0`` column and, for an even size,
+    the Nyquist column (1). Sums over the full transform are sums over the rfft weighted by this."""
+    weight = torch.full((size // 2 + 1,), 2.0, dtype=dtype, device=device)
+    weight[0] = 1.0
+    if size % 2 == 0:
+        weight[-1] = 1.0
+    return weight

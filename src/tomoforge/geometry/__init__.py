@@ -28,7 +28,14 @@ from tomoforge.geometry.projection import (
     projection_matrices,
     projection_matrices_from_xf,
 )
-from tomoforge.geometry.rotations import rotate_volume, rotation_2d, rotation_x, rotation_y, rotation_z
+from tomoforge.geometry.rotations import (
+    rotate_volume,
+    rotation_2d,
+    rotation_from_vector,
+    rotation_x,
+    rotation_y,
+    rotation_z,
+)
 
 __all__ = [
     "centre_index",
@@ -48,6 +55,7 @@ __all__ = [
     "relion_from_scipion_matrix",
     "rotate_volume",
     "rotation_2d",
+    "rotation_from_vector",
     "rotation_x",
     "rotation_y",
     "rotation_z",

@@ -57,6 +57,17 @@ def rotation_2d(angles_deg: torch.Tensor | float) -> torch.Tensor:
     return rotation_z(angles_deg)[..., :2, :2]
 
 
+def rotation_from_vector(vectors: torch.Tensor) -> torch.Tensor:
+    """Rotations ``(..., 3, 3)`` of rotation vectors ``(..., 3)`` (axis × angle in radians, right-hand rule): the
+    exponential of their cross-product matrices (Rodrigues)."""
+    v = vectors
+    cross = torch.zeros((*v.shape[:-1], 3, 3), dtype=v.dtype, device=v.device)
+    cross[..., 0, 1], cross[..., 0, 2] = -v[..., 2], v[..., 1]
+    cross[..., 1, 0], cross[..., 1, 2] = v[..., 2], -v[..., 0]
+    cross[..., 2, 0], cross[..., 2, 1] = -v[..., 1], v[..., 0]
+    return torch.linalg.matrix_exp(cross)
+
+
 def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Cubic volumes turned about their centre voxel ``N // 2``: the result at ``q`` is the input at ``Rᵀ·q``
     (the volume's content is carried by ``R``; trilinear, zero outside).

@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from tomoforge.averaging.initial_model import Subtomograms
     from tomoforge.workflow import RunContext
 
-__all__ = ["run_initial_model"]
+__all__ = ["fits_in_memory", "read_subtomogram_index", "run_initial_model", "subtomogram_reader"]
 
 _CACHE_BYTES = 2 << 30
 """Subtomograms (in their local frames) are held in memory up to this size, else read again for every batch."""
 
 
-def _read_index(folder: Path) -> tuple[dict[str, Any], Any]:
+def read_subtomogram_index(folder: Path) -> tuple[dict[str, Any], Any]:
     """``extraction.json`` and the particles of a 3D ``subtomograms`` folder, checked."""
     from tomoforge.models import ParticleSet
 
@@ -46,30 +46,52 @@ def _read_index(folder: Path) -> tuple[dict[str, Any], Any]:
     return record, particles
 
 
-def _loader(folder: Path, record: dict[str, Any], rotations: torch.Tensor, device: torch.device) -> Any:
-    """A function loading the local-frame subtomograms of given particles, caching them when they fit."""
+def subtomogram_reader(folder: Path, record: dict[str, Any], *, keep: bool) -> Any:
+    """A function reading particle ``i``'s subtomogram and weights (tomogram frame, float32, checked for the crop
+    size); with ``keep`` it holds what it read, when all the particles fit in :data:`_CACHE_BYTES`."""
     import torch
 
-    from tomoforge.averaging.initial_model import Subtomograms, local_frame
     from tomoforge.io.mrc import read_mrc
 
-    entries = record["particles"]
-    crop = int(record["crop_size_px"])
+    entries, crop = record["particles"], int(record["crop_size_px"])
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    fits = len(entries) * crop**3 * 4 * 2.2 < _CACHE_BYTES
+    keep = keep and fits_in_memory(record)
 
     def read(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        paths = folder / entries[i]["file"], folder / entries[i]["weights"]
-        volumes = []
-        for path in paths:
+        if i in cache:
+            return cache[i]
+        pair = []
+        for key in ("file", "weights"):
+            path = folder / entries[i][key]
             data = np.array(read_mrc(path).data, dtype=np.float32)
             if data.shape != (crop, crop, crop):
                 raise ValueError(f"{path}: shape {data.shape}, expected ({crop}, {crop}, {crop})")
-            volumes.append(torch.from_numpy(data))
-        return volumes[0], volumes[1]
+            pair.append(torch.from_numpy(data))
+        if keep:
+            cache[i] = (pair[0], pair[1])
+        return pair[0], pair[1]
+
+    return read
+
+
+def fits_in_memory(record: dict[str, Any]) -> bool:
+    """Whether every particle's subtomogram and weights fit in :data:`_CACHE_BYTES`."""
+    return len(record["particles"]) * int(record["crop_size_px"]) ** 3 * 4 * 2.2 < _CACHE_BYTES
+
+
+def _loader(folder: Path, record: dict[str, Any], rotations: torch.Tensor, device: torch.device) -> Any:
+    """A function loading the local-frame subtomograms of given particles, holding them when they all fit."""
+    import torch
+
+    from tomoforge.averaging.initial_model import Subtomograms, local_frame
+
+    read = subtomogram_reader(folder, record, keep=False)
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    keep = fits_in_memory(record)
 
     def load(indices: list[int]) -> Subtomograms:
         missing = [i for i in indices if i not in cache]
+        fresh: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if missing:
             pairs = [read(i) for i in missing]
             turned = local_frame(
@@ -78,11 +100,9 @@ def _loader(folder: Path, record: dict[str, Any], rotations: torch.Tensor, devic
                 rotations[missing].to(device=device, dtype=torch.float32),
             )
             fresh = {i: (turned.data[k], turned.weights[k]) for k, i in enumerate(missing)}
-            if fits:
+            if keep:
                 cache.update(fresh)
-        else:
-            fresh = {}
-        held = [cache[i] if i in cache else fresh[i] for i in indices]
+        held = [cache.get(i) or fresh[i] for i in indices]
         return Subtomograms(torch.stack([h[0] for h in held]), torch.stack([h[1] for h in held]))
 
     return load
@@ -99,7 +119,7 @@ def run_initial_model(params: Any, folder: Path, ctx: RunContext, device: torch.
     from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    record, particles = _read_index(folder)
+    record, particles = read_subtomogram_index(folder)
     pixel = float(record["pixel_size_angstrom"])
     box = int(record["crop_size_px"])
     n = len(particles.particles)

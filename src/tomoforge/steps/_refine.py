@@ -22,6 +22,7 @@ __all__ = [
     "convergence_checks",
     "reference_map_file",
     "run_refinement",
+    "starting_reference",
 ]
 
 RESOLUTION_TOLERANCE = 0.01
@@ -96,7 +97,7 @@ def convergence_checks(
     }
 
 
-def _starting_reference(path: Path, box: int, pixel: float, low_pass: float) -> torch.Tensor:
+def starting_reference(path: Path, box: int, pixel: float, low_pass: float) -> torch.Tensor:
     """The given reference on the refinement's grid, low-passed to ``low_pass`` Å (RELION's ``--ini_high``)."""
     import torch
 
@@ -193,7 +194,7 @@ def run_refinement(
     stopped_because = f"not converged within iterations = {params.iterations}"
     for iteration in range(params.iterations):
         if iteration == 0 and reference_file is not None:
-            start = _starting_reference(reference_file, box, pixel, params.initial_low_pass_angstrom)
+            start = starting_reference(reference_file, box, pixel, params.initial_low_pass_angstrom)
             references = {1: start, 2: start}
             resolution = params.initial_low_pass_angstrom
         else:

@@ -20,30 +20,6 @@ __all__ = ["run_refinement_3d"]
 _BATCH = 64
 
 
-def _raw_loader(folder: Path, record: dict[str, Any]) -> Any:
-    """Reads (and keeps) the subtomograms and weights of given particles, in the tomogram frame."""
-    import torch
-
-    from tomoforge.io.mrc import read_mrc
-
-    entries, crop = record["particles"], int(record["crop_size_px"])
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def read(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if i not in cache:
-            pair = []
-            for key in ("file", "weights"):
-                path = folder / entries[i][key]
-                data = np.array(read_mrc(path).data, dtype=np.float32)
-                if data.shape != (crop, crop, crop):
-                    raise ValueError(f"{path}: shape {data.shape}, expected ({crop}, {crop}, {crop})")
-                pair.append(torch.from_numpy(data))
-            cache[i] = (pair[0], pair[1])
-        return cache[i]
-
-    return read
-
-
 def run_refinement_3d(
     params: Any, folder: Path, reference: Path | None, ctx: RunContext, device: torch.device
 ) -> dict[str, Path]:
@@ -60,13 +36,18 @@ def run_refinement_3d(
         posterior,
     )
     from tomoforge.averaging.subtomogram_refine import half_maps, half_sums, undo_shifts
-    from tomoforge.steps._initial_model import _read_index
+    from tomoforge.steps._initial_model import read_subtomogram_index, subtomogram_reader
     from tomoforge.steps._map_outputs import write_map_folder, write_posed_particles
     from tomoforge.steps._particle_views import particle_table
-    from tomoforge.steps._refine import _starting_reference, close_iteration, reference_map_file
+    from tomoforge.steps._refine import (
+        angular_step_deg,
+        close_iteration,
+        reference_map_file,
+        starting_reference,
+    )
     from tomoforge.workflow.fsutil import atomic_write_text
 
-    record, particles = _read_index(folder)
+    record, particles = read_subtomogram_index(folder)
     pixel, box = float(record["pixel_size_angstrom"]), int(record["crop_size_px"])
     n = len(particles.particles)
     ts_ids = {p.ts_id for p in particles.particles}
@@ -77,11 +58,10 @@ def run_refinement_3d(
     starts = torch.from_numpy(np.stack([p.rotation() for p in particles.particles]))
     poses = starts.clone()
     moves = torch.zeros((n, 3), dtype=torch.float64)  # displacement in the tomogram frame, pixels
-    read = _raw_loader(folder, record)
+    read = subtomogram_reader(folder, record, keep=True)
     diameter = params.mask_diameter_angstrom or 0.8 * box * pixel
     radius = min(diameter / 2 / pixel, box / 2 - 1)
     mask = soft_sphere_mask(box, radius_px=radius, edge_px=max(1.0, 0.06 * box)).to(device)
-    order = int(params.symmetry[1:])
     shells = shell_frequencies_per_angstrom(box, pixel)
     offsets = offsets_within(params.max_shift_angstrom / pixel)
 
@@ -120,7 +100,7 @@ def run_refinement_3d(
     scores = torch.zeros(n, dtype=torch.float64)
     for iteration in range(params.iterations):
         if iteration == 0 and reference_file is not None:
-            start = _starting_reference(reference_file, box, pixel, params.initial_low_pass_angstrom)
+            start = starting_reference(reference_file, box, pixel, params.initial_low_pass_angstrom)
             maps = {1: start.float().to(device) * mask, 2: start.float().to(device) * mask}
             resolution = params.initial_low_pass_angstrom
         else:
@@ -130,7 +110,9 @@ def run_refinement_3d(
             if not math.isfinite(resolution):
                 resolution = params.initial_low_pass_angstrom
         cutoff = min(0.45, pixel / resolution)
-        step = max(params.final_step_deg, params.initial_step_deg / 2**iteration)
+        step = angular_step_deg(
+            params.initial_step_deg, params.final_step_deg, iteration, resolution, 2 * radius * pixel
+        )
         candidates = local_rotations(step)
         turned, shifted = [], []
         bar = ctx.progress(n, f"iteration {iteration + 1}: local searches")
@@ -181,7 +163,7 @@ def run_refinement_3d(
     out_map.mkdir()
     final = write_map_folder(
         out_map, made, pixel_size_angstrom=pixel,
-        extra={"particles": n, "symmetry": params.symmetry, "symmetry_order": order},
+        extra={"particles": n, "symmetry": params.symmetry},
         rotations=poses.numpy(),
     )  # fmt: skip
     refined = [

@@ -12,8 +12,8 @@ Each iteration (kernel :mod:`tomoforge.averaging.subtomogram_refine`, loop in ``
 3. **Local search.** Every particle's posterior over the 27 small rotations of step ``s`` about its pose and the
    whole-pixel shifts within ``max_shift_angstrom``, against its own half's reference only, with the noise model
    of the initial model and, with ``sigma_tilt_deg``, a Gaussian prior on the tilt of its axis from its starting
-   pose (none beyond 3σ); the most probable candidate is kept. The step halves every iteration from
-   ``initial_step_deg`` to ``final_step_deg``.
+   pose (none beyond 3σ); the most probable candidate is kept. The step follows ``averaging.refine``'s
+   ladder (halving from ``initial_step_deg`` to ``final_step_deg``, never coarser than resolution / diameter).
 4. **Convergence** as ``averaging.refine``: the final step reached, no resolution gained, mean changes below the
    step and a pixel.
 
@@ -93,7 +93,7 @@ def _methods(params: Refine3dParams) -> str:
 
 @step(
     name="averaging.refine_3d",
-    version="1",
+    version="2",
     inputs={
         "subtomograms": InputSpec(
             kind="subtomograms", description="3D pseudo-subtomograms (averaging.extract, dimension 3d)."
