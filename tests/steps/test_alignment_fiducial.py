@@ -11,7 +11,7 @@ import pytest
 
 from tomoforge.models import LandmarkModel, load_json
 from tomoforge.steps._artifacts import read_tilt_series
-from tomoforge.workflow import Project, RunOutput, RunResult, StepFailedError, run_step
+from tomoforge.workflow import Project, RunOutput, RunResult, StepFailedError, get_registry, run_step
 
 
 def dataset(tmp_path_factory: pytest.TempPathFactory, name: str, **changes: object) -> Path:
@@ -83,6 +83,28 @@ def test_fiducial_alignment_recovers_the_geometry(
     assert refined.mean_residual_px is not None and np.isfinite(refined.positions_angstrom()).all()
     for name in ("TS_01.xf", "TS_01.tlt", "TS_01.fid", "TS_01.xyz", "TS_01_alignment.png"):
         assert (folder / name).is_file(), name
+
+
+def test_residual_plot_has_a_point_per_aligned_view(chain: tuple[Path, dict[str, RunResult]]) -> None:
+    import xml.etree.ElementTree as ET
+
+    _, runs = chain
+    folder = runs["fiducial"].outputs["tilt_series"].path
+    record = json.loads((folder / "TS_01_alignment.json").read_text())
+    root = ET.fromstring((folder / "TS_01_residuals.svg").read_text(encoding="utf-8"))
+    lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 2  # the residuals and the exclusion threshold
+    assert len(lines[0].get("points", "").split()) == len(record["views"]) == 21
+    assert record["exclusion_threshold_nm"] > 0
+    titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(
+        t.startswith(f"TS_01: bead residual per view (mean {record['mean_residual_nm']:.3f} nm")
+        for t in titles
+    )
+    spec = get_registry().get("alignment.fiducial")
+    assert spec.summary is not None
+    summary = spec.summary(runs["fiducial"].outputs)["TS_01"]
+    assert isinstance(summary, dict) and summary["residual_plot"] == "TS_01_residuals.svg"
 
 
 def test_no_beads_suggests_patch_tracking(tmp_path_factory: pytest.TempPathFactory) -> None:

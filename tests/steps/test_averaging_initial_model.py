@@ -127,7 +127,7 @@ def test_a_de_novo_map_of_the_right_hand_and_consistent_poses(
     record = json.loads((out / "initial_model.json").read_text())
     assert record["particles"] == 62 and len(record["iterations"]) == 15
     assert record["iterations"][-1]["cutoff_angstrom"] == pytest.approx(30.0, rel=0.05)
-    for name in ("map_slices.png", "map_isosurface.png", "angular_distribution.png"):
+    for name in ("map_slices.png", "map_isosurface.png", "angular_distribution.svg"):
         assert (out / name).stat().st_size > 0
     assert (result.outputs["particles"].path / "particles.star").is_file()
 

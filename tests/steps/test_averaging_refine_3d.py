@@ -65,7 +65,7 @@ def test_perturbed_poses_move_back_towards_the_truth(
         "half2.mrc",
         "fsc.svg",
         "map_isosurface.png",
-        "angular_distribution.png",
+        "angular_distribution.svg",
     ):
         assert (refined.outputs["map"].path / name).stat().st_size > 0
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 
-from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
+from tomoforge.steps._map_pictures import angular_distribution_svg, isosurface_png
 
 N = 32
 
@@ -36,18 +38,29 @@ def test_the_isosurface_shows_a_ball_where_it_is(
     assert int(top[N // 2 - 3, N // 2 + 3]) > int(top[N // 2 + 3, N // 2 - 3])
 
 
-def test_the_angular_map_puts_each_axis_at_its_azimuth_and_elevation(
-    tmp_path: Path, png_decode: Callable[[bytes], tuple[int, Any]]
-) -> None:
-    up = np.tile(np.eye(3), (50, 1, 1))  # z axes along +z: elevation 90°, the top row
-    along_x = np.tile(np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]), (50, 1, 1))  # z axis +x
-    _, rows = png_decode(
-        angular_distribution_png(np.concatenate([up, along_x]), tmp_path / "a.png").read_bytes()
+def test_the_angular_map_puts_each_axis_at_its_azimuth_and_elevation() -> None:
+    up = np.tile(np.eye(3), (50, 1, 1))  # z axes along +z: elevation 90°
+    along_x = np.tile(np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]), (30, 1, 1))  # z axis +x
+    along_y = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]), (20, 1, 1))  # z axis +y
+    svg = angular_distribution_svg(np.concatenate([up, along_x, along_y]))
+    ElementTree.fromstring(svg)  # well-formed
+    bins = {
+        (float(a), float(e)): int(c)
+        for a, e, c in re.findall(
+            r'data-azimuth="([-\d.]+)" data-elevation="([-\d.]+)" data-count="(\d+)"', svg
+        )
+    }
+    assert sum(bins.values()) == 100 and len(bins) == 3
+    pole = [c for (a, e), c in bins.items() if e > 85]
+    assert pole == [50]
+    assert (
+        bins[(2.5, 2.5)] + bins.get((-2.5, 2.5), 0) + bins.get((2.5, -2.5), 0) + bins.get((-2.5, -2.5), 0)
+        == 30
     )
-    grey = rows[:, :, 0]
-    height, width = grey.shape
-    assert int(grey[:2, width // 2 - 2 : width // 2 + 2].min()) == 0  # the pole, at the top
-    assert int(grey[height // 4 : height // 2 - 4].min()) == 255  # nothing at mid elevations
-    # Azimuth 0, elevation 0: the middle of the map (just above the equator row drawn there).
-    middle = grey[height // 2 - 2 : height // 2 + 2, width // 2 - 2 : width // 2 + 2]
-    assert int(middle.min()) == 0
+    assert sum(c for (a, e), c in bins.items() if abs(a - 90) < 5 and abs(e) < 5) == 20
+    # Darker for more: the pole's bin is the most opaque.
+    opacities = [
+        float(o) for o in re.findall(r'fill-opacity="([\d.]+)" data-azimuth="[-\d.]+" data-elevation="8', svg)
+    ]
+    assert opacities == [1.0]
+    assert "azimuth (°)" in svg and "elevation (°)" in svg

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import statistics
+import struct
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +40,8 @@ th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical
 th { background: #f3f5f8; }
 .step { margin: 1.5em 0; } .meta { color: #666; font-size: .85em; }
 .pictures { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.pictures figure { margin: 0; } .pictures img, .pictures svg { max-width: 520px; height: auto; }
+.pictures figure { margin: 0; } .pictures img, .pictures svg { max-width: 540px; height: auto; }
+.pictures img.pixels { image-rendering: pixelated; }
 figcaption { font-size: .8em; color: #555; } .methods p { line-height: 1.45; }
 .bad { color: #b00020; } .good { color: #16723b; }
 """
@@ -66,13 +69,60 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _records_table(records: list[dict[str, Any]]) -> str:
+    """A list of records (e.g. per-iteration values) as a table, one row per record, numbered from 1."""
+    names = list(dict.fromkeys(k for record in records for k in record))
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in ["#", *names])
+    body = "".join(
+        f"<tr><td>{i}</td>"
+        + "".join(f"<td>{html.escape(_value_text(r.get(n, '—')))}</td>" for n in names)
+        + "</tr>"
+        for i, r in enumerate(records, start=1)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _summary_cell(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return _records_table(value)
+    return html.escape(_value_text(value))
+
+
 def _summary_table(summary: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_value_text(v))}</td></tr>"
+        f"<tr><th>{html.escape(str(k))}</th><td>{_summary_cell(v)}</td></tr>"
         for k, v in summary.items()
         if k != "pictures"
     )
     return f"<table>{rows}</table>" if rows else ""
+
+
+_DISPLAY_WIDTH_PX = 520
+"""Small pictures (map slices, tomogram slices) are shown magnified by a whole factor up to about this width."""
+
+
+def _png_image(path: Path) -> str:
+    """An ``<img>`` of a PNG, base64-embedded; a small one is magnified by a whole factor, pixels kept sharp."""
+    data = path.read_bytes()
+    encoded = base64.b64encode(data).decode("ascii")
+    width = struct.unpack(">I", data[16:20])[0] if data[12:16] == b"IHDR" else 0
+    factor = _DISPLAY_WIDTH_PX // width if 0 < width <= _DISPLAY_WIDTH_PX // 2 else 1
+    size = f' class="pixels" style="width: {width * factor}px"' if factor > 1 else ""
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(path.name)}"{size}>'
+
+
+def _svg_image(path: Path) -> str:
+    """An SVG inlined, given a ``viewBox`` from its width and height when it has none, so the page can scale it
+    rather than crop it."""
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", text)
+    root = re.search(r"<svg\b[^>]*>", text)
+    if root is not None and "viewBox" not in root.group(0):
+        size = re.search(r'width="([\d.]+)"[^>]*height="([\d.]+)"', root.group(0))
+        if size is not None:
+            tag = root.group(0)[:-1] + f' viewBox="0 0 {size.group(1)} {size.group(2)}">'
+            text = text[: root.start()] + tag + text[root.end() :]
+    return text
 
 
 def _pictures(folders: list[Path]) -> str:
@@ -82,10 +132,9 @@ def _pictures(folders: list[Path]) -> str:
             continue
         for path in sorted(folder.iterdir()):
             if path.suffix == ".png":
-                data = base64.b64encode(path.read_bytes()).decode("ascii")
-                image = f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+                image = _png_image(path)
             elif path.suffix == ".svg":
-                image = path.read_text(encoding="utf-8")
+                image = _svg_image(path)
             else:
                 continue
             figures.append(f"<figure>{image}<figcaption>{html.escape(path.name)}</figcaption></figure>")
@@ -97,6 +146,30 @@ def _per_series(summary: dict[str, Any], key: str) -> dict[str, Any]:
     return {
         ts: values.get(key) for ts, values in summary.items() if isinstance(values, dict) and key in values
     }
+
+
+def _views_text(views: list[Any]) -> str:
+    """Stack indices (from 0) of views as words: "none", "index 3", "indices 3, 17"."""
+    if not views:
+        return "none"
+    return ("index " if len(views) == 1 else "indices ") + ", ".join(map(str, views))
+
+
+def _angles_text(angles: list[Any]) -> str:
+    """Tilt angles of excluded views as words: "none", "2: −60°, 57°"."""
+    if not angles:
+        return "none"
+    return f"{len(angles)}: " + ", ".join(f"{a:.0f}°".replace("-", "−") for a in angles)
+
+
+def _handedness_text(value: Any) -> str:
+    """The CTF step's defocus handedness ``h`` (CONVENTIONS.md §8: +1 when the defocus gradient across the tilted
+    views is the one the conventions' geometry predicts, −1 when the images are mirrored relative to it), in words."""
+    if value == 1:
+        return "+1 (conventional)"
+    if value == -1:
+        return "−1 (mirrored)"
+    return "undetermined" if value in (0, None) else str(value)
 
 
 def _quality_table(project: Project, runs: list[Any]) -> str:
@@ -115,14 +188,16 @@ def _quality_table(project: Project, runs: list[Any]) -> str:
     if "motion.correct" in by_step:
         summary = project.store.summary(by_step["motion.correct"].id)
         put("largest motion (Å)", _per_series(summary, "largest_shift_angstrom"), lambda v: f"{v:.1f}")
+    if "xray.erase" in by_step:
+        summary = project.store.summary(by_step["xray.erase"].id)
+        put("X-rays erased", _per_series(summary, "objects_erased"))
     for step in ("alignment.fiducial", "alignment.coarse"):
         if step in by_step:
             summary = project.store.summary(by_step[step].id)
             put("alignment residual (nm)", _per_series(summary, "mean_residual_nm"), lambda v: f"{v:.3f}")
             put("tilt axis (°)", _per_series(summary, "tilt_axis_deg_mean"), lambda v: f"{v:.2f}")
             put("thickness (nm)", _per_series(summary, "thickness_nm"), lambda v: f"{v:.0f}")
-            put("exclusion candidates", _per_series(summary, "exclusion_candidates"),
-                lambda v: ", ".join(map(str, v)) or "none")  # fmt: skip
+            put("exclusion candidates", _per_series(summary, "exclusion_candidates"), _views_text)
             break
     if "ctf.estimate" in by_step:
         summary = project.store.summary(by_step["ctf.estimate"].id)
@@ -130,10 +205,10 @@ def _quality_table(project: Project, runs: list[Any]) -> str:
         put(
             "median CTF fit (Å)", _per_series(summary, "median_fit_resolution_angstrom"), lambda v: f"{v:.1f}"
         )
-        put("handedness", _per_series(summary, "handedness"))
+        put("defocus handedness", _per_series(summary, "handedness"), _handedness_text)
     if "tilts.exclude" in by_step:
         summary = project.store.summary(by_step["tilts.exclude"].id)
-        put("excluded views", _per_series(summary, "excluded"), lambda v: ", ".join(map(str, v)) or "none")
+        put("excluded views", _per_series(summary, "excluded_tilt_angle_deg"), _angles_text)
     if "tomogram.reconstruct" in by_step:
         summary = project.store.summary(by_step["tomogram.reconstruct"].id)
         put("tomogram (voxels)", _per_series(summary, "size_xyz_voxels"))

@@ -116,7 +116,7 @@ def run_initial_model(params: Any, folder: Path, ctx: RunContext, device: torch.
     from tomoforge.averaging.initial_model import de_novo_model
     from tomoforge.io.mrc import write_mrc
     from tomoforge.steps._map_outputs import slices_png, write_posed_particles
-    from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
+    from tomoforge.steps._map_pictures import angular_distribution_svg, isosurface_png
     from tomoforge.workflow.fsutil import atomic_write_text
 
     record, particles = read_subtomogram_index(folder)
@@ -164,7 +164,7 @@ def run_initial_model(params: Any, folder: Path, ctx: RunContext, device: torch.
     write_mrc(volume, out_map / "map.mrc", voxel_size_angstrom=pixel)
     slices_png(volume, out_map / "map_slices.png")
     isosurface_png(volume, out_map / "map_isosurface.png")
-    angular_distribution_png(poses.numpy(), out_map / "angular_distribution.png")
+    atomic_write_text(out_map / "angular_distribution.svg", angular_distribution_svg(poses.numpy()))
     summary = {
         "particles": n,
         "box_size_px": box,

@@ -3,7 +3,7 @@
 A ``map`` folder holds ``map.mrc``, ``half1.mrc`` and ``half2.mrc`` (voxel size in the header, centre voxel
 ``N // 2``), ``fsc.csv`` (shell, frequency in 1/Å, resolution in Å, FSC between the half maps), ``fsc.svg`` (the
 curve with the 0.143 line), ``map_slices.png`` (the central xy, xz and yz sections side by side), ``map_isosurface.png`` (a shaded isosurface
-from the top, front and side), ``angular_distribution.png`` (where the particles' z axes point) and
+from the top, front and side), ``angular_distribution.svg`` (where the particles' z axes point) and
 ``reconstruction.json`` (resolution at FSC 0.143 and 0.5, and what the step adds).
 """
 
@@ -24,43 +24,18 @@ __all__ = ["fsc_svg", "read_cubic_map", "slices_png", "write_map_folder", "write
 
 def fsc_svg(frequencies: np.ndarray, fsc: np.ndarray, resolution_angstrom: float) -> str:
     """An SVG of the FSC against spatial frequency, with the 0.143 threshold and the resolution found."""
-    from tomoforge.steps._ctf_plots import nice_ticks
+    from tomoforge.steps._plots import curves_svg
 
-    width, height, left, right, top, bottom = 560, 320, 56, 540, 24, 272
-    f_max = float(frequencies[-1]) if len(frequencies) else 1.0
-
-    def x(f: float) -> float:
-        return left + f / f_max * (right - left)
-
-    def y(v: float) -> float:
-        return bottom - (min(max(v, -0.1), 1.05) + 0.1) / 1.15 * (bottom - top)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-        'font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-    ]
-    for v in (0.0, 0.143, 0.5, 1.0):
-        out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{right}" y2="{y(v):.1f}" stroke="#ccc"/>')
-        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    for f in nice_ticks(0.0, f_max):
-        if 0 < f <= f_max:
-            out.append(f'<line x1="{x(f):.1f}" y1="{top}" x2="{x(f):.1f}" y2="{bottom}" stroke="#eee"/>')
-            out.append(f'<text x="{x(f):.1f}" y="{bottom + 16}" text-anchor="middle">1/{1 / f:.3g}</text>')
-    points = " ".join(f"{x(float(f)):.1f},{y(float(v)):.1f}" for f, v in zip(frequencies, fsc, strict=True))
-    out.append(f'<polyline points="{points}" fill="none" stroke="#1f5fbf" stroke-width="2"/>')
-    out.append(
-        f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#333"/>'
-    )
     label = "not reached" if not math.isfinite(resolution_angstrom) else f"{resolution_angstrom:.1f} Å"
-    out.append(
-        f'<text x="{left}" y="{top - 8}" font-size="13">FSC between half maps; 0.143 at {label}</text>'
+    return curves_svg(
+        frequencies,
+        [("FSC", fsc, "#1f5fbf")],
+        title=f"FSC between half maps; 0.143 at {label}",
+        x_label="spatial frequency (1/Å)",
+        y_range=(-0.1, 1.05),
+        guides=[0.0, 0.143, 0.5, 1.0],
+        x_resolution_ticks=True,
     )
-    out.append(
-        f'<text x="{(left + right) / 2}" y="{height - 6}" text-anchor="middle">spatial frequency (1/Å)</text>'
-    )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
 
 
 def slices_png(volume: np.ndarray, path: Path) -> None:
@@ -86,7 +61,7 @@ def write_map_folder(
     """Write a ``map`` folder (module docstring); returns the record written to ``reconstruction.json``."""
     from tomoforge.averaging.fsc import fsc_resolution_angstrom, shell_frequencies_per_angstrom
     from tomoforge.io.mrc import write_mrc
-    from tomoforge.steps._map_pictures import angular_distribution_png, isosurface_png
+    from tomoforge.steps._map_pictures import angular_distribution_svg, isosurface_png
     from tomoforge.workflow.fsutil import atomic_write_text
 
     for name, volume in (("map", maps.map), ("half1", maps.half1), ("half2", maps.half2)):
@@ -107,7 +82,7 @@ def write_map_folder(
     slices_png(maps.map.detach().cpu().numpy(), folder / "map_slices.png")
     isosurface_png(maps.map.detach().cpu().numpy(), folder / "map_isosurface.png")
     if rotations is not None and len(rotations):
-        angular_distribution_png(rotations, folder / "angular_distribution.png")
+        atomic_write_text(folder / "angular_distribution.svg", angular_distribution_svg(rotations))
     record: dict[str, object] = {
         **extra,
         "box_size_px": box,

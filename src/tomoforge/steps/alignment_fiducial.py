@@ -12,8 +12,9 @@ and the refined tilt angle; the bead model with residuals and 3D positions; ``<t
 rotation, tilt, magnification, residual in nm and robust weight, the mean residual, the two-surface analysis —
 specimen thickness and the tilt-angle offset that would make it flat — and views proposed for exclusion); IMOD
 ``<ts>.xf``, ``<ts>.tlt``, ``<ts>.fid`` (gap-free, with projected positions where a bead was not seen),
-``<ts>.xyz`` (3D beads in pixels); and ``<ts>_alignment.png``: the view nearest 0° with each measured bead (green)
-and where the solved geometry puts it (red).
+``<ts>.xyz`` (3D beads in pixels); ``<ts>_alignment.png``: the view nearest 0° with each measured bead (green)
+and where the solved geometry puts it (red); and ``<ts>_residuals.svg``: the mean bead residual of each view against
+its tilt angle (etomo's view residuals), with the threshold above which a view is proposed for exclusion.
 
 A 180° error in the tilt axis cannot be seen in bead positions: (α + 180°, θ) projects like (α, −θ) with the
 specimen mirrored in z, so it is a handedness question that the defocus gradient (CTF estimation) settles.
@@ -98,6 +99,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
             "magnification": [v["magnification"] for v in views],
             "residual_nm": [v["residual_nm"] for v in views],
             "picture": f"{record['ts_id']}_alignment.png",
+            "residual_plot": f"{record['ts_id']}_residuals.svg",
         }
     return result
 
@@ -152,6 +154,7 @@ def _record(
         "tilt_axis_deg_mean": round(float(np.mean(axis)), 3),
         "tilt_axis_change_deg": round(float(np.mean(axis)) - start_axis, 3),
         "converged": bool(fit.converged),
+        "exclusion_threshold_nm": round(limit * nm, 4) if np.isfinite(limit) else None,
         "exclusion_candidates": [v["stack_index"] for v in views if (v["residual_nm"] or 0) > limit * nm],
         "views": views,
     }
@@ -166,9 +169,40 @@ def _record(
     return record
 
 
+def _residual_svg(record: dict[str, Any]) -> str:
+    """The mean bead residual of each view (nm) against its tilt angle, with the exclusion threshold as a line."""
+    import numpy as np
+
+    from tomoforge.steps._plots import curves_svg
+
+    views = sorted(record["views"], key=lambda v: v["tilt_angle_deg"])
+    angles = np.array([v["tilt_angle_deg"] for v in views], dtype=np.float64)
+    residual = np.array([np.nan if v["residual_nm"] is None else v["residual_nm"] for v in views])
+    series = [("mean residual", residual, "#1f5fbf")]
+    threshold = record.get("exclusion_threshold_nm")
+    if threshold is not None:
+        series.append(("exclusion threshold", np.full_like(angles, threshold), "#c0392b"))
+    values = np.append(residual, threshold if threshold is not None else np.nan)
+    values = values[np.isfinite(values)]
+    high = float(values.max()) if values.size else 1.0
+    candidates = ", ".join(str(i) for i in record["exclusion_candidates"]) or "none"
+    return curves_svg(
+        angles,
+        series,
+        title=(
+            f"{record['ts_id']}: bead residual per view (mean {record['mean_residual_nm']:.3f} nm; "
+            f"exclusion candidates: {candidates})"
+        ),
+        x_label="tilt angle (°)",
+        y_label="residual (nm)",
+        y_range=(0.0, 1.1 * high if high > 0 else 1.0),
+        x_low=None,
+    )
+
+
 @step(
     name="alignment.fiducial",
-    version="1",
+    version="2",
     inputs={
         "tilt_series": InputSpec(kind="tilt_series", description="Tilt series with a tracked bead model.")
     },
@@ -194,6 +228,7 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
     from tomoforge.steps._alignment_io import export_imod_alignment, write_aligned_stack
     from tomoforge.steps._artifacts import pass_through, read_tilt_series
     from tomoforge.steps._plots import COLOURS, draw_circle, to_rgb
+    from tomoforge.workflow.fsutil import atomic_write_text
 
     source = inputs.path("tilt_series")
     out = ctx.work_dir / "tilt_series"
@@ -294,6 +329,7 @@ def alignment_fiducial(params: FiducialAlignmentParams, inputs: Inputs, ctx: Run
             surfaces = two_surface_analysis(torch.from_numpy(positions))
         record = _record(series, fit, view_index, surfaces, params, start_axis)
         write_text_atomic(out / f"{series.ts_id}_alignment.json", json.dumps(record, indent=1))
+        atomic_write_text(out / f"{series.ts_id}_residuals.svg", _residual_svg(record))
 
         k0 = int(np.argmin(np.abs(angles)))
         picture = to_rgb(np.asarray(data[view_index[k0]], dtype=np.float32))

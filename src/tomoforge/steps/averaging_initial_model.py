@@ -13,7 +13,7 @@ With ``sigma_tilt_deg`` (the tutorial: 10°) each particle's reference z axis st
 Outputs:
 
 * ``map``: ``map.mrc`` (voxel size in the header, the group's axis along z), ``map_slices.png``,
-  ``map_isosurface.png``, ``angular_distribution.png`` and ``initial_model.json`` (parameters, per-iteration
+  ``map_isosurface.png``, ``angular_distribution.svg`` and ``initial_model.json`` (parameters, per-iteration
   resolution limit, step size, mean best posterior probability, mean tilt from the normal, model change, the
   symmetry axis' score, time);
 * ``particles``: the particles with their most probable pose under the final model (``particles.json``,
@@ -101,7 +101,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
         "mean best posterior probability": round(last["mean_best_probability"], 3),
         "symmetry axis score": round(record["axis_score"], 3),
         "time (s)": round(record["seconds"], 1),
-        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.png"],
+        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.svg"],
     }
 
 

@@ -309,6 +309,7 @@ def _write_tables_and_plots(out: Path, result: PostprocessResult) -> None:
     """``fsc.csv``, ``fsc.svg`` and ``guinier.svg``."""
     import numpy as np
 
+    from tomoforge.steps._plots import curves_svg
     from tomoforge.workflow.fsutil import atomic_write_text
 
     frequencies = result.frequencies_per_angstrom.cpu().numpy()
@@ -326,7 +327,7 @@ def _write_tables_and_plots(out: Path, result: PostprocessResult) -> None:
     resolution = result.resolution_angstrom
     atomic_write_text(
         out / "fsc.svg",
-        _curves_svg(
+        curves_svg(
             frequencies,
             [
                 ("corrected", curves["corrected"], "#111111"),
@@ -356,7 +357,7 @@ def _write_tables_and_plots(out: Path, result: PostprocessResult) -> None:
     low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     atomic_write_text(
         out / "guinier.svg",
-        _curves_svg(
+        curves_svg(
             x,
             series,
             title=f"Guinier plot; B-factor applied {result.b_factor_angstrom2:.1f} Å²",
@@ -366,72 +367,6 @@ def _write_tables_and_plots(out: Path, result: PostprocessResult) -> None:
             x_resolution_ticks=False,
         ),
     )
-
-
-def _curves_svg(
-    x_values: np.ndarray,
-    series: list[tuple[str, np.ndarray, str]],
-    *,
-    title: str,
-    x_label: str,
-    y_range: tuple[float, float],
-    guides: list[float],
-    x_resolution_ticks: bool,
-) -> str:
-    """An SVG of curves against one axis, with a legend, horizontal guide lines and ticks (as ``fsc_svg``)."""
-    import numpy as np
-
-    from tomoforge.steps._ctf_plots import nice_ticks
-
-    width, height, left, right, top, bottom = 600, 340, 60, 580, 28, 288
-    x_max = float(np.nanmax(x_values)) if len(x_values) else 1.0
-    x_max = x_max if x_max > 0 else 1.0
-    y_low, y_high = y_range
-
-    def px(v: float) -> float:
-        return left + v / x_max * (right - left)
-
-    def py(v: float) -> float:
-        clipped = min(max(v, y_low), y_high)
-        return bottom - (clipped - y_low) / (y_high - y_low) * (bottom - top)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-        'font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-    ]
-    y_ticks = guides or [float(t) for t in nice_ticks(y_low, y_high) if y_low <= t <= y_high]
-    for v in y_ticks:
-        out.append(f'<line x1="{left}" y1="{py(v):.1f}" x2="{right}" y2="{py(v):.1f}" stroke="#ccc"/>')
-        out.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    for t in nice_ticks(0.0, x_max):
-        if 0 < t <= x_max:
-            label = f"1/{1 / t:.3g}" if x_resolution_ticks else f"{t:g}"
-            out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{bottom}" stroke="#eee"/>')
-            out.append(f'<text x="{px(t):.1f}" y="{bottom + 16}" text-anchor="middle">{label}</text>')
-    for i, (name, values, colour) in enumerate(series):
-        points = [
-            f"{px(float(a)):.1f},{py(float(b)):.1f}"
-            for a, b in zip(x_values, values, strict=True)
-            if math.isfinite(float(b))
-        ]
-        if points:
-            out.append(
-                f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" stroke-width="2"/>'
-            )
-        y_legend = top + 14 + 14 * i
-        out.append(
-            f'<line x1="{right - 170}" y1="{y_legend - 4}" x2="{right - 150}" y2="{y_legend - 4}" '
-            f'stroke="{colour}" stroke-width="2"/>'
-        )
-        out.append(f'<text x="{right - 145}" y="{y_legend}">{name}</text>')
-    out.append(
-        f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#333"/>'
-    )
-    out.append(f'<text x="{left}" y="{top - 10}" font-size="13">{title}</text>')
-    out.append(f'<text x="{(left + right) / 2}" y="{height - 8}" text-anchor="middle">{x_label}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
 
 
 def _numpy32(volume: torch.Tensor) -> np.ndarray:

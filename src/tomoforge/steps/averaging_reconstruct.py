@@ -49,7 +49,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
         "views_outside": record["views_outside"],
         "resolution_angstrom (FSC 0.143)": record["resolution_angstrom"],
         "pixel_size_angstrom": record["pixel_size_angstrom"],
-        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.png", "fsc.svg"],
+        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.svg", "fsc.svg"],
     }
 
 

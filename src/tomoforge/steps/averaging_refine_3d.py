@@ -76,7 +76,7 @@ def _summary(outputs: dict[str, Artifact]) -> dict[str, object]:
         "iterations": len(record["iterations"]),
         "converged": record["converged"],
         "final_resolution_angstrom": record["final"]["resolution_angstrom"],
-        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.png", "fsc.svg"],
+        "pictures": ["map_slices.png", "map_isosurface.png", "angular_distribution.svg", "fsc.svg"],
     }
 
 
