@@ -67,6 +67,9 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     for part in ("Quality per tilt series", "Score against the truth", "averaging.initial_model", "Methods"):
         assert part in page
     assert page.count("<figure>") >= 10 and "data:image/png;base64," in page
+    assert "X-rays erased" in page and "_residuals.svg" in page
+    assert re.search(r"run \d+, [\d.]+ s, peak memory [\d.]+ [kMG]B", page) and "largest peak memory" in page
+    assert re.search(r"Workflow small finished in [\d.]+ s; the largest peak memory", second.stdout)
     # The result: a C6 map of the right hand, and particles at every averaging step.
     runs = {int(p.name.split("_")[0]): p for p in (project / "runs").iterdir()}
     run_of = {node: run for node, run, _ in after}

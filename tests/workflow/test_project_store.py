@@ -19,6 +19,14 @@ def _tables(path: Path) -> set[str]:
         conn.close()
 
 
+def _run_columns(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    finally:
+        conn.close()
+
+
 def test_init_creates_layout(tmp_path: Path) -> None:
     with Project.init(tmp_path / "p", app_version="9.9") as project:
         assert project.writable
@@ -80,14 +88,14 @@ def test_migration_from_previous_version(tmp_path: Path, toy) -> None:
     assert store.migrate(target=SCHEMA_VERSION - 1) == list(range(1, SCHEMA_VERSION))
     store.conn.execute("INSERT INTO project_info (key, value) VALUES ('created_at', 'long ago')")
     store.close()
-    assert "timings" not in _tables(root / "project.sqlite")
+    assert "peak_memory_bytes" not in _run_columns(root / "project.sqlite")
 
     with Project.open(root, write=True) as project:
         assert project.store.version == SCHEMA_VERSION
         assert project.store.get_info("created_at") == "long ago"
         result = run_step(project, "toy.count", {"n": 1})
         assert "execute" in project.store.timings(result.run.id)
-    assert "timings" in _tables(root / "project.sqlite")
+    assert "peak_memory_bytes" in _run_columns(root / "project.sqlite")
 
 
 def test_reader_sees_runs_while_writer_holds_lock(toy_project: Project, toy) -> None:

@@ -121,10 +121,11 @@ def project_init(
     "  tomoforge status myproject",
 )
 def status(directory: Path = typer.Argument(Path("."), help="The project folder.")) -> None:
-    """List the runs of a project: id, step, status, start time, duration and outputs."""
+    """List the runs of a project: id, step, status, start time, duration, peak memory and outputs."""
     from rich.table import Table
 
     from tomoforge.workflow import Project
+    from tomoforge.workflow.memory import format_bytes
 
     from .console import stdout
 
@@ -134,8 +135,10 @@ def status(directory: Path = typer.Argument(Path("."), help="The project folder.
             stdout().print(f"No runs yet in project {project.root}.", soft_wrap=True, markup=False)
             return
         table = Table(title=f"Runs of {project.root}", title_justify="left")
-        for column in ("id", "step", "status", "started", "duration", "outputs"):
-            table.add_column(column, justify="right" if column in ("id", "duration") else "left")
+        for column in ("id", "step", "status", "started", "duration", "peak memory", "outputs"):
+            table.add_column(
+                column, justify="right" if column in ("id", "duration", "peak memory") else "left"
+            )
         for record in runs:
             table.add_row(
                 str(record.id),
@@ -143,6 +146,7 @@ def status(directory: Path = typer.Argument(Path("."), help="The project folder.
                 _styled_status(record.status),
                 _local_time(record.started_at),
                 _duration(record.duration_s) if record.status != "running" else "",
+                format_bytes(record.peak_memory_bytes),
                 _outputs_text(project.outputs(record.id), record),
             )
     stdout().print(table)
@@ -220,6 +224,7 @@ def show(
     from rich.markup import escape
 
     from tomoforge.workflow import Project
+    from tomoforge.workflow.memory import format_bytes
 
     from .console import stdout
 
@@ -232,6 +237,7 @@ def show(
     console.print(
         f"[bold]Run {record.id}[/bold] {escape(record.step)} {_styled_status(record.status)}"
         f"  {_local_time(record.started_at)}  {_duration(record.duration_s)}"
+        + (f", peak memory {format_bytes(record.peak_memory_bytes)}" if record.peak_memory_bytes else "")
     )
     if record.error:
         console.print(f"[red]{escape(record.error)}[/red]", soft_wrap=True)

@@ -252,6 +252,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _report(root: Path, result: RunResult) -> None:
     from rich.markup import escape
 
+    from tomoforge.workflow.memory import format_bytes
+
     from .console import stdout
 
     run = result.run
@@ -259,7 +261,10 @@ def _report(root: Path, result: RunResult) -> None:
     if result.cached:
         console.print(f"Run {run.id} ({run.step}) is up to date; reused its outputs without running again.")
     else:
-        console.print(f"Run {run.id} ({run.step}) [green]succeeded[/green] in {run.duration_s or 0.0:.2f} s.")
+        peak = f", peak memory {format_bytes(run.peak_memory_bytes)}" if run.peak_memory_bytes else ""
+        console.print(
+            f"Run {run.id} ({run.step}) [green]succeeded[/green] in {run.duration_s or 0.0:.2f} s{peak}."
+        )
     for name, artifact in result.outputs.items():
         try:
             shown = artifact.path.relative_to(root)

@@ -13,9 +13,12 @@ import inspect
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from tomoforge.workflow import RunRecord
 
 __all__ = ["build_workflow_command", "workflow_app"]
 
@@ -112,6 +115,16 @@ def build_workflow_command(path: Path) -> Any:
     return typer.main.get_command(app)
 
 
+def _run_cost(record: RunRecord) -> str:
+    """``"took 12.3 s, peak memory 1.2 GB"`` for a finished run (the memory only where it was measured)."""
+    from tomoforge.workflow.memory import format_bytes
+
+    text = f"took {record.duration_s or 0.0:.1f} s"
+    return (
+        f"{text}, peak memory {format_bytes(record.peak_memory_bytes)}" if record.peak_memory_bytes else text
+    )
+
+
 def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path, sets: list[str]) -> None:
     """Check the workflow, then run it in the project with a line per node."""
     from rich.markup import escape
@@ -146,6 +159,12 @@ def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path,
             f"{words[event.event]}{(' — ' + escape(event.message)) if event.message else ''}",
             soft_wrap=True,
         )
+        if event.event == "succeeded":  # on a line of its own: scripts match the line above as it is
+            record = project.run(event.run_id)
+            peaks.append(record.peak_memory_bytes or 0)
+            console.print(f"{'':11}[dim]{_run_cost(record)}[/dim]", soft_wrap=True)
+
+    peaks: list[int] = []
 
     from tomoforge.workflow.project import DB_NAME
 
@@ -158,4 +177,9 @@ def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path,
         console.print(f"Workflow {workflow.name}: {len(pipeline)} nodes in {project.root}")
         with progress_display():
             run_pipeline(project, pipeline, on_event=report)
-    console.print(f"Workflow {workflow.name} [green]finished[/green] in {time.monotonic() - start:.1f} s.")
+    from tomoforge.workflow.memory import format_bytes
+
+    peak = f"; the largest peak memory of the steps run now: {format_bytes(max(peaks))}" if any(peaks) else ""
+    console.print(
+        f"Workflow {workflow.name} [green]finished[/green] in {time.monotonic() - start:.1f} s{peak}."
+    )

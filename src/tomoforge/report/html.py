@@ -47,6 +47,13 @@ figcaption { font-size: .8em; color: #555; } .methods p { line-height: 1.45; }
 """
 
 
+def _peak_text(record: Any) -> str:
+    """``"1.2 GB"``, a run's peak resident memory, or ``""`` where it was not measured (older runs)."""
+    from tomoforge.workflow.memory import format_bytes
+
+    return format_bytes(getattr(record, "peak_memory_bytes", None) or None)
+
+
 def _latest_runs(project: Project) -> list[Any]:
     """The latest succeeded run of every step, in the order those runs were made."""
     latest: dict[str, Any] = {}
@@ -255,7 +262,8 @@ def write_report(project: Project, path: Path, *, score_file: Path | None = None
         folders = [a.path for a in outputs.values()]
         sections.append(
             f'<div class="step"><h3>{html.escape(record.step)}</h3>'
-            f'<p class="meta">run {record.id}, {record.duration_s or 0.0:.1f} s</p>'
+            f'<p class="meta">run {record.id}, {record.duration_s or 0.0:.1f} s'
+            f"{', peak memory ' + _peak_text(record) if _peak_text(record) else ''}</p>"
             f"{_summary_table(summary)}{_pictures(folders)}</div>"
         )
         if record.step in registry.names():
@@ -269,13 +277,19 @@ def write_report(project: Project, path: Path, *, score_file: Path | None = None
     total = sum(r.duration_s or 0.0 for r in runs)
     durations = [r.duration_s or 0.0 for r in runs]
     longest = max(runs, key=lambda r: r.duration_s or 0.0).step if runs else "—"
+    largest = max(runs, key=lambda r: getattr(r, "peak_memory_bytes", None) or 0) if runs else None
+    memory = (
+        f"; largest peak memory {_peak_text(largest)} ({html.escape(largest.step)})"
+        if largest is not None and _peak_text(largest)
+        else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tomoforge report: {html.escape(project.root.name)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>tomoforge report</h1>
 <p class="meta">Project {html.escape(str(project.root))}; written {datetime.now().strftime("%Y-%m-%d %H:%M")} by
 tomoforge {html.escape(__version__)}. {len(runs)} steps, {total:.0f} s of processing (median
-{statistics.median(durations) if durations else 0.0:.1f} s per step, longest {html.escape(longest)}).</p>
+{statistics.median(durations) if durations else 0.0:.1f} s per step, longest {html.escape(longest)}{memory}).</p>
 <h2>Quality per tilt series</h2>
 {_quality_table(project, runs)}
 {_score_section(score_file)}

@@ -7,7 +7,8 @@ The parent process (the one holding the project lock) alone touches the database
 2. :func:`start_run` inserts the run (status ``running``), creates its folder, ``STATUS`` and
    ``provenance.json`` and a temporary work folder, and returns a picklable :class:`RunJob`;
 3. :func:`execute_job` runs the step function, in this process or in a worker: it only writes
-   inside the work folder and to ``run.log``;
+   inside the work folder and to ``run.log``, and measures the peak resident memory of the process
+   running it (:func:`.memory.peak_rss`);
 4. :func:`finish_run` (or :func:`fail_run`) moves the outputs into the run folder with
    :func:`os.replace`, writes ``STATUS`` and then marks the run succeeded in one transaction.
 
@@ -36,6 +37,7 @@ from .context import RunContext
 from .errors import ParamProblem, ParamsError, WorkflowError
 from .fsutil import remove_path
 from .lock import now_iso
+from .memory import PeakRSS, format_bytes, peak_rss
 from .project import RESERVED_NAMES, RUN_LOG_FILE, WORK_PREFIX, Project, run_folder_name
 from .step import StepSpec
 from .store import RunRecord
@@ -183,11 +185,16 @@ class RunJob:
 
 @dataclass(frozen=True)
 class JobResult:
-    """Returned by :func:`execute_job`: output paths relative to the work folder."""
+    """Returned by :func:`execute_job`: output paths relative to the work folder.
+
+    ``peak_memory_bytes`` is the peak resident set size of the process that ran the step function,
+    while it ran (None where it cannot be measured; see :mod:`.memory`).
+    """
 
     outputs: dict[str, str]
     execute_s: float
     pid: int = field(default_factory=os.getpid)
+    peak_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -326,15 +333,24 @@ def execute_job(job: RunJob, spec: StepSpec | None = None) -> JobResult:
         )
         params = spec.params_model.model_validate(job.params)
         ctx = RunContext(job.run_id, job.step, job.work_dir, job.run_dir, run_logger)
+        peak: PeakRSS | None = None
         try:
-            returned = spec.fn(params, Inputs(job.inputs), ctx)
+            with peak_rss() as peak:
+                returned = spec.fn(params, Inputs(job.inputs), ctx)
             outputs = _check_outputs(spec, job, returned)
         except BaseException:
             run_logger.error("step failed:\n%s", traceback.format_exc().rstrip())
+            if peak is not None and peak.bytes is not None:
+                run_logger.info("peak memory (RSS) while the step ran: %s", format_bytes(peak.bytes))
             raise
+        assert peak is not None
         seconds = time.perf_counter() - t0
-        run_logger.info("step function returned after %.3f s", seconds)
-        return JobResult(outputs, seconds)
+        run_logger.info(
+            "step function returned after %.3f s, peak memory (RSS) %s",
+            seconds,
+            format_bytes(peak.bytes) or "not measured",
+        )
+        return JobResult(outputs, seconds, peak_memory_bytes=peak.bytes)
     finally:
         run_logger.removeHandler(handler)
         handler.close()
@@ -414,6 +430,7 @@ def finish_run(project: Project, started: StartedRun, result: JobResult) -> RunR
             status="succeeded",
             finished_at=finished,
             duration_s=duration,
+            peak_memory_bytes=result.peak_memory_bytes,
             outputs=outputs_info,
             summary=summary,
             methods=methods,
@@ -426,11 +443,18 @@ def finish_run(project: Project, started: StartedRun, result: JobResult) -> RunR
         status="succeeded",
         finished_at=finished,
         duration_s=duration,
+        peak_memory_bytes=result.peak_memory_bytes,
         artifacts=artifacts,
         timings=timings,
         summary=summary,
     )
-    logger.info("run %d: %s succeeded in %.3f s", record.id, spec.name, duration)
+    logger.info(
+        "run %d: %s succeeded in %.3f s%s",
+        record.id,
+        spec.name,
+        duration,
+        f", peak memory {format_bytes(result.peak_memory_bytes)}" if result.peak_memory_bytes else "",
+    )
     return RunResult(
         project.run(record.id), {a.name: a for a in stored}, cached=False, node=started.prepared.node
     )

@@ -10,8 +10,10 @@ Tables (all columns named, times are ISO 8601 UTC strings):
 ``project_info(key, value)``
     Free key/value facts about the project (creation time, creating version).
 ``runs(id, step, cache_key, status, created_at, started_at, finished_at, duration_s, pid, host,
-error, code_version, folder)``
-    One row per run; ``folder`` is relative to the project root.
+error, code_version, folder, peak_memory_bytes)``
+    One row per run; ``folder`` is relative to the project root. ``peak_memory_bytes`` (schema
+    version 3) is the peak resident set size of the process that ran the step function, while it
+    ran; NULL for runs made before, imports, failed runs and systems where it cannot be measured.
 ``params(run_id, name, value_json)``
     The validated parameters of each run, one row per field.
 ``artifacts(id, run_id, name, kind, path, token, meta_json)``
@@ -123,6 +125,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "record the peak resident memory of runs",
+        ("ALTER TABLE runs ADD COLUMN peak_memory_bytes INTEGER",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -146,6 +153,7 @@ class RunRecord:
     error: str | None
     code_version: str
     folder: Path
+    peak_memory_bytes: int | None = None
 
 
 def _corrupt(path: Path, exc: Exception) -> ProjectError:
@@ -279,6 +287,7 @@ class Store:
             error=row["error"],
             code_version=row["code_version"],
             folder=self.root / row["folder"],
+            peak_memory_bytes=row["peak_memory_bytes"] if "peak_memory_bytes" in row.keys() else None,
         )
 
     def create_run(
@@ -341,6 +350,7 @@ class Store:
         status: RunStatus,
         finished_at: str,
         duration_s: float | None,
+        peak_memory_bytes: int | None = None,
         error: str | None = None,
         artifacts: Sequence[Artifact] = (),
         timings: Mapping[str, float] | None = None,
@@ -387,8 +397,9 @@ class Store:
                 [(run_id, k, json.dumps(v, sort_keys=True, default=str)) for k, v in (summary or {}).items()],
             )
             self.conn.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, error = ? WHERE id = ?",
-                (status, finished_at, duration_s, error, run_id),
+                "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, peak_memory_bytes = ?, error = ?"
+                " WHERE id = ?",
+                (status, finished_at, duration_s, peak_memory_bytes, error, run_id),
             )
         return stored
 
