@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,44 @@ def test_a_kind_mismatch_is_caught_before_running() -> None:
     )
     with pytest.raises(WorkflowError, match="expects kind 'table'"):
         check_workflow(read_workflow(text))
+
+
+THREE = (
+    GOOD
+    + """
+[nodes.other]
+step = "toy.count"
+params = { n = 1, label = "b" }
+inputs = { table = "$table" }
+"""
+)
+
+
+def test_until_runs_only_what_a_node_needs(tmp_path: Path) -> None:
+    from tomoforge.workflow import PipelineError, upstream_of
+
+    workflow = read_workflow(THREE)
+    table = tmp_path / "lines.txt"
+    table.write_text("first\n")
+    pipeline = workflow_pipeline(workflow, {"table": table})
+    assert list(upstream_of(pipeline, ["sum"])) == ["count", "sum"]
+    assert list(upstream_of(pipeline, ["count"])) == ["count"]
+    assert list(upstream_of(pipeline, ["other", "count"])) == ["count", "other"]
+    with pytest.raises(PipelineError, match="No node 'nope'.*count, sum, other"):
+        upstream_of(pipeline, ["nope"])
+
+
+def test_the_cli_runs_a_workflow_until_a_node_then_the_rest(cli, tmp_path: Path) -> None:
+    flow, table = tmp_path / "flow.toml", tmp_path / "lines.txt"
+    flow.write_text(THREE)
+    table.write_text("first\n")
+    common = ["run", str(flow), "--table", str(table), "-p", str(tmp_path / "P")]
+    code, out, err = cli(*common, "--until", "count")
+    assert code == 0, err
+    assert "Workflow count-and-sum: 1 nodes" in out and "count (toy.count" in out and "sum (" not in out
+    code, out, err = cli(*common)
+    assert code == 0, err
+    assert "count (toy.count, run 2): up to date" in out
+    assert re.search(r"sum \(toy.sum, run \d+\): succeeded", out) and "other (toy.count" in out
+    code, out, err = cli(*common, "--until", "nope")
+    assert code != 0 and "nope: not a node of count-and-sum (count, sum, other)" in out + err

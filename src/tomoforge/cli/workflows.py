@@ -100,11 +100,24 @@ def build_workflow_command(path: Path) -> Any:
             ),
             annotation=list[str] | None,
         ),
+        inspect.Parameter(
+            "until",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                None,
+                "--until",
+                metavar="NODE",
+                help="Run only this node and the nodes it needs (repeatable); the rest can follow later.",
+            ),
+            annotation=list[str] | None,
+        ),
     ]
 
     def callback(**values: Any) -> None:
         given = {name: values[f"i{k}"] for k, name in enumerate(workflow.inputs)}
-        run_workflow_from_cli(path, given, values["project"], values.get("sets") or [])
+        run_workflow_from_cli(
+            path, given, values["project"], values.get("sets") or [], values.get("until") or []
+        )
 
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     app = typer.Typer(add_completion=False)
@@ -125,8 +138,11 @@ def _run_cost(record: RunRecord) -> str:
     )
 
 
-def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path, sets: list[str]) -> None:
-    """Check the workflow, then run it in the project with a line per node."""
+def run_workflow_from_cli(
+    path: Path, given: dict[str, Path], project_dir: Path, sets: list[str], until: list[str] | None = None
+) -> None:
+    """Check the workflow, then run it (or, with ``until``, the part those nodes need) in the project with a line
+    per node."""
     from rich.markup import escape
 
     from tomoforge import __version__
@@ -136,6 +152,7 @@ def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path,
         check_workflow,
         read_workflow,
         run_pipeline,
+        upstream_of,
         workflow_pipeline,
     )
 
@@ -145,6 +162,14 @@ def run_workflow_from_cli(path: Path, given: dict[str, Path], project_dir: Path,
     workflow = read_workflow(path)
     check_workflow(workflow)
     pipeline = workflow_pipeline(workflow, given, params=_parse_sets(sets))
+    if until:
+        unknown = [node for node in until if node not in pipeline]
+        if unknown:
+            raise typer.BadParameter(
+                f"{', '.join(unknown)}: not a node of {workflow.name} ({', '.join(pipeline)}).",
+                param_hint="--until",
+            )
+        pipeline = upstream_of(pipeline, until)
     for name, value in given.items():
         if not Path(value).exists():
             raise typer.BadParameter(f"{value} does not exist.", param_hint=f"--{name.replace('_', '-')}")

@@ -36,6 +36,7 @@ from .graph import (
     run_pipeline,
     run_step,
     topological_order,
+    upstream_of,
 )
 from .project import Project
 from .registry import StepRegistry, get_registry
@@ -88,6 +89,7 @@ __all__ = [
     "set_progress_handler",
     "step",
     "topological_order",
+    "upstream_of",
     "validate_params",
     "workflow_pipeline",
 ]

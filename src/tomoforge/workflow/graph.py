@@ -55,6 +55,7 @@ __all__ = [
     "run_pipeline",
     "run_step",
     "topological_order",
+    "upstream_of",
 ]
 
 
@@ -155,6 +156,30 @@ def topological_order(pipeline: Pipeline) -> list[str]:
             done.add(name)
             remaining.remove(name)
     return order
+
+
+def upstream_of(pipeline: Pipeline, targets: list[str]) -> Pipeline:
+    """The part of ``pipeline`` that ``targets`` need: those nodes and every node they read from, directly or not
+    (in the pipeline's order).
+
+    Raises
+    ------
+    PipelineError
+        If a target is not a node of the pipeline (the known nodes are named).
+    """
+    unknown = [t for t in targets if t not in pipeline]
+    if unknown:
+        raise PipelineError(
+            f"No node {', '.join(map(repr, unknown))} in the pipeline; its nodes: {', '.join(pipeline)}."
+        )
+    needed: set[str] = set()
+    stack = list(targets)
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(dep for dep in _dependencies(pipeline[name]) if dep in pipeline)
+    return {name: node for name, node in pipeline.items() if name in needed}
 
 
 def _find_cycle(pipeline: Pipeline, remaining: list[str]) -> list[str]:
