@@ -69,3 +69,39 @@ def test_quality_words() -> None:
         and _views_text([3, 17]) == "indices 3, 17"
     )
     assert _angles_text([-60.0, 57.2]) == "2: −60°, 57°" and _angles_text([]) == "none"
+
+
+def test_without_a_browser_the_pdf_is_refused_with_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    from tomoforge.report.html import print_pdf
+
+    page = tmp_path / "report.html"
+    page.write_text("<html><body><p>hello</p></body></html>")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(
+        RuntimeError, match=r"No Chromium or Chrome was found on the PATH .*report\.html to PDF"
+    ):
+        print_pdf(page, tmp_path / "report.pdf")
+    assert not list(tmp_path.glob("*.pdf")) and not list(tmp_path.glob(".*partial"))
+    fails = tmp_path / "fails"
+    fails.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n")
+    fails.chmod(0o755)
+    with pytest.raises(RuntimeError, match="could not print .* cannot open display"):
+        print_pdf(page, tmp_path / "report.pdf", browser=str(fails))
+    assert not list(tmp_path.glob("*.pdf"))
+
+
+def test_a_local_chromium_prints_the_report_to_pdf(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    from tomoforge.report.html import BROWSERS, print_pdf
+
+    if not any(shutil.which(name) for name in BROWSERS):
+        pytest.skip("no Chromium on this machine (Debian: apt install chromium)")
+    page = tmp_path / "report.html"
+    page.write_text("<html><body><h1>tomoforge report</h1></body></html>")
+    pdf = print_pdf(page, tmp_path / "out" / "report.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 500

@@ -20,10 +20,13 @@ def report(
     score: Path | None = typer.Option(
         None, "--score", help="A score.json of `tomoforge score` to include (simulated data)."
     ),
+    pdf: bool = typer.Option(
+        False, "--pdf", help="Also print it to a PDF beside it (needs Chromium or Chrome)."
+    ),
 ) -> None:
     """Write one self-contained HTML page: quality per tilt series, the score against the truth, every step's
     summary and pictures, and the methods text."""
-    from tomoforge.report.html import write_report
+    from tomoforge.report.html import print_pdf, write_report
     from tomoforge.workflow import Project
 
     from .console import stdout
@@ -31,6 +34,12 @@ def report(
     with Project.open(project) as opened:
         path = write_report(opened, out or opened.root / "report.html", score_file=score)
     stdout().print(f"Wrote the report {path}.", soft_wrap=True, markup=False)
+    if pdf:
+        try:
+            printed = print_pdf(path, path.with_suffix(".pdf"))
+        except RuntimeError as error:
+            raise typer.BadParameter(str(error), param_hint="--pdf") from error
+        stdout().print(f"Wrote the PDF {printed}.", soft_wrap=True, markup=False)
 
 
 def export(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tomoforge.workflow import Project
 
-__all__ = ["write_report"]
+__all__ = ["BROWSERS", "print_pdf", "write_report"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -301,3 +301,57 @@ tomoforge {html.escape(__version__)}. {len(runs)} steps, {total:.0f} s of proces
 """
     atomic_write_text(path, page)
     return path
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+"""Browsers :func:`print_pdf` looks for on the ``PATH``, in this order."""
+
+
+def print_pdf(page: Path, pdf: Path, *, browser: str | None = None, timeout_s: float = 120.0) -> Path:
+    """Print an HTML report to PDF with a headless Chromium (written to a temporary name, then renamed).
+
+    Parameters
+    ----------
+    page
+        The HTML file.
+    pdf
+        The PDF to write.
+    browser
+        The browser's executable; default the first of :data:`BROWSERS` on the ``PATH``.
+    timeout_s
+        How long printing may take.
+
+    Raises
+    ------
+    RuntimeError
+        When no browser is found, or it fails (its message is included).
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    executable = browser or next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if executable is None:
+        raise RuntimeError(
+            f"No Chromium or Chrome was found on the PATH ({', '.join(BROWSERS)}) to print {page} to PDF; install "
+            "one (e.g. Debian's chromium package) or open the HTML report in a browser and print it from there."
+        )
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    partial = pdf.with_name(f".{pdf.name}.partial")
+    with tempfile.TemporaryDirectory(prefix="tomoforge-chromium-") as profile:
+        command = [
+            executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+            "--no-pdf-header-footer", f"--print-to-pdf={partial}", page.resolve().as_uri(),
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            partial.unlink(missing_ok=True)
+            raise RuntimeError(f"{executable} could not print {page} to PDF: {error}") from error
+    if done.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
+        partial.unlink(missing_ok=True)
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{executable} could not print {page} to PDF: {' / '.join(tail) or 'no output'}")
+    partial.replace(pdf)
+    return pdf
