@@ -127,3 +127,26 @@ def test_csv_coordinates_in_voxels(tmp_path: Path) -> None:
     np.testing.assert_allclose(particles.positions_angstrom()[order], expected, atol=1e-9)
     assert sorted(p.group or "" for p in particles.particles) == ["a", "a", "b"]
     np.testing.assert_allclose(particles.rotation_matrices(), np.broadcast_to(np.eye(3), (3, 3, 3)))
+
+
+def test_relion5_centred_angstroms_are_kept_whatever_the_tomograms_voxel(tmp_path: Path) -> None:
+    """RELION 5's rlnCenteredCoordinate…Angst are physical positions: a star written at a 1.35 Å pixel lands at the
+    same Å on 8.1 Å tomograms (not 6× farther out, as Scipion's voxel rule would put it)."""
+    import starfile
+
+    from tomoforge.io.convert import write_particles
+    from tomoforge.models import Particle, ParticleSet
+
+    positions = [(468.6, -362.6, 129.6), (-206.0, 626.7, -126.1)]
+    source = ParticleSet(
+        particles=[Particle(ts_id="TS_03", position_angstrom=xyz) for xyz in positions],
+        pixel_size_angstrom=1.35,
+    )
+    star = write_particles(source, tmp_path / "particles.star")
+    assert "rlnCenteredCoordinateXAngst" in starfile.read(star)["particles"].columns
+    folder = _tomograms(tmp_path / "tomograms", ["TS_03"], 8.1)
+    result = run_step(
+        Project.init(tmp_path / "p"), "picking.import", {}, {"tomograms": folder, "coordinates": star}
+    )
+    particles = read_particles_artifact(result.outputs["particles"].path)
+    np.testing.assert_allclose(particles.positions_angstrom(), np.array(positions), atol=1e-6)

@@ -34,7 +34,8 @@ class ImportParticlesParams(BaseModel):
     sampling: Literal["tomograms", "file"] = Field(
         "tomograms",
         description="'tomograms': the file's voxel positions are voxels of these tomograms (Scipion's rule); "
-        "'file': keep the file's positions in Å.",
+        "'file': keep the file's positions in Å. RELION 5 centred coordinates are in Å from the tomogram's "
+        "centre, physical positions, and are always kept.",
     )
     dynamo_one_based: bool = Field(False, description="Dynamo x, y, z are MATLAB 1-based indices.")
     box_size_px: int | None = Field(None, ge=1, description="Box size to record with the particles.")
@@ -55,6 +56,17 @@ def _methods(params: ImportParticlesParams) -> str:
         "Particle coordinates and orientations were imported from another program's file and matched to the "
         "tomograms by name" + (" at the tomograms' sampling." if params.sampling == "tomograms" else ".")
     )
+
+
+def _positions_are_voxels(path: Path) -> bool:
+    """Whether the file gives voxel positions (Scipion, Dynamo, RELION ≤ 4 pixel coordinates), which Scipion's
+    rule puts on the tomograms' voxels, rather than RELION 5's physical ``rlnCenteredCoordinate…Angst``."""
+    if path.suffix.lower() == ".csv":
+        return False  # read at the tomograms' sampling already
+    if path.suffix.lower() == ".star":
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return not any("_rlnCenteredCoordinateXAngst" in line for line in handle)
+    return True
 
 
 def _match(name: str, tomograms: list[Tomogram]) -> Tomogram | None:
@@ -84,7 +96,7 @@ def _read(path: Path, tomograms: list[Tomogram], params: ImportParticlesParams) 
 
 @step(
     name="picking.import",
-    version="1",
+    version="2",
     inputs={
         "tomograms": InputSpec(kind="tomograms", description="The tomograms the particles belong to."),
         "coordinates": InputSpec(
@@ -107,13 +119,16 @@ def import_particles(params: ImportParticlesParams, inputs: Inputs, ctx: RunCont
     read = _read(source, tomograms, params)
     kept = []
     dropped: dict[str, int] = {}
+    rescale = (
+        params.sampling == "tomograms" and bool(read.pixel_size_angstrom) and _positions_are_voxels(source)
+    )
     for particle in read.particles:
         tomogram = _match(particle.ts_id, tomograms)
         if tomogram is None:
             dropped[particle.ts_id] = dropped.get(particle.ts_id, 0) + 1
             continue
         update: dict[str, object] = {"ts_id": tomogram.ts_id}
-        if params.sampling == "tomograms" and read.pixel_size_angstrom and source.suffix.lower() != ".csv":
+        if rescale and read.pixel_size_angstrom:
             scale = tomogram.voxel_size_angstrom / read.pixel_size_angstrom
             update["position_angstrom"] = tuple(v * scale for v in particle.position_angstrom)
         kept.append(particle.model_copy(update=update))
