@@ -64,6 +64,7 @@ def test_the_small_workflow_survives_a_kill_and_gives_the_right_map(tmp_path: Pa
     assert "Workflow small finished" in second.stdout and "Scores against" in second.stdout
     assert (tmp_path / "export" / "score.json").is_file()
     page = (tmp_path / "report.html").read_text()
+    assert not (tmp_path / "report.pdf").exists()  # a PDF only when asked for (report --pdf)
     for part in ("Quality per tilt series", "Score against the truth", "averaging.initial_model", "Methods"):
         assert part in page
     assert page.count("<figure>") >= 10 and "data:image/png;base64," in page

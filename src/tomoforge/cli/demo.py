@@ -112,6 +112,7 @@ def demo(
         project=directory / "project",
         out=directory / "report.html",
         score=directory / "export" / "score.json",
+        pdf=False,
     )
     console.print(
         f"Results: {directory / 'export'}; scores: {directory / 'export' / 'score.json'}; report: "
