@@ -81,6 +81,9 @@ class ScoreSummary(BaseModel):
     map_resolution_fsc_0_143_angstrom: float | None = Field(
         default=None, description="FSC 0.143 resolution of the map against the truth, Å."
     )
+    map_support_resolution_fsc_0_143_angstrom: float | None = Field(
+        default=None, description="FSC 0.143 resolution of the map against the truth within its support, Å."
+    )
     map_mirrored: bool | None = Field(default=None, description="Whether the map has the other hand.")
 
 
@@ -178,6 +181,9 @@ def _summary(series: list[TiltSeriesScores], picking: Any, map_score: Any) -> Sc
         picking_f1=picking.f1 if isinstance(picking, PickingScore) else None,
         map_resolution_fsc_0_143_angstrom=(
             map_score.resolution_fsc_0_143_angstrom if isinstance(map_score, MapScore) else None
+        ),
+        map_support_resolution_fsc_0_143_angstrom=(
+            map_score.support_resolution_fsc_0_143_angstrom if isinstance(map_score, MapScore) else None
         ),
         map_mirrored=map_score.mirrored if isinstance(map_score, MapScore) else None,
     )
@@ -363,9 +369,12 @@ def summary_rows(report: ScoreReport) -> list[tuple[str, str, str]]:
         (
             "map",
             "all",
-            f"FSC 0.143 {_fmt(m2.resolution_fsc_0_143_angstrom, 'Å')}, 0.5 {_fmt(m2.resolution_fsc_0_5_angstrom, 'Å')}"
-            f"{', mirrored' if m2.mirrored else ''}, rotation {m2.rotation_angle_deg:.1f}° (mod {m2.symmetry}); "
-            f"half maps {_fmt(m2.half_map_resolution_0_143_angstrom, 'Å')}"
+            f"FSC 0.143 {_fmt(m2.support_resolution_fsc_0_143_angstrom, 'Å')} in the true map's support "
+            f"({_fmt(m2.resolution_fsc_0_143_angstrom, 'Å')} in a sphere, 0.5 at "
+            f"{_fmt(m2.resolution_fsc_0_5_angstrom, 'Å')}){', mirrored' if m2.mirrored else ''}, rotation "
+            f"{m2.rotation_angle_deg:.1f}° (mod {m2.symmetry}), correlation {m2.search_score:.3f} "
+            f"(other hand {_fmt(m2.other_hand_search_score)}); half maps "
+            f"{_fmt(m2.half_map_resolution_0_143_angstrom, 'Å')}"
             if isinstance(m2, MapScore)
             else f"not provided: {m2.reason}",
         )

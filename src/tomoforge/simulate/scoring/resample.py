@@ -154,16 +154,22 @@ def transform_volume(
 
 
 class Interpolant:
-    """A volume prepared for resampling (upsampled, B-spline coefficients), reusable for many transforms."""
+    """A volume prepared for resampling (upsampled, B-spline coefficients), reusable for many transforms.
+
+    ``volume`` is ``(z, y, x)`` or ``(c, z, y, x)``: channels are resampled together (one set of positions), and
+    the samples are then ``(…, c, z', y', x')``.
+    """
 
     def __init__(self, volume: torch.Tensor, *, oversample: int, cubic: bool) -> None:
         self.n, self.oversample, self.cubic = volume.shape[-1], oversample, cubic
-        self.shape, self.dtype, self.device = tuple(volume.shape), volume.dtype, volume.device
+        self.shape, self.dtype, self.device = tuple(volume.shape[-3:]), volume.dtype, volume.device
+        self.channels = volume.shape[0] if volume.ndim == 4 else None
         size = oversample * self.n
         source = _bspline_coefficients(volume, size) if cubic else fourier_resize(volume, size)
         # Periodic margin: the interpolant of a Fourier-resampled volume is periodic, so taps just outside the box
         # take the values from the other side; farther out the samples are zero.
-        self.source = torch.nn.functional.pad(source[None, None], (_MARGIN,) * 6, mode="circular")[0, 0]
+        source = source.reshape(1, -1, *source.shape[-3:])
+        self.source = torch.nn.functional.pad(source, (_MARGIN,) * 6, mode="circular")[0]
 
     def sample(
         self,
@@ -201,21 +207,25 @@ def _sample(
     scale = 2.0 / (size - 1.0)
     theta = torch.cat([scale * to_index, (scale * offset - 1.0).unsqueeze(-1)], dim=-1)
     grid = torch.nn.functional.affine_grid(theta, [b, 1, *out_shape], align_corners=True)
-    source = src.expand(b, 1, *src.shape)
+    source = src.expand(b, *src.shape)
+    channels = src.shape[0]
 
     def fetch(normalised: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.grid_sample(
             source, normalised, mode="bilinear", padding_mode="zeros", align_corners=True
-        )[:, 0]
+        )
 
     if not cubic:
         out = fetch(grid)
     else:
         index = (grid + 1.0) / scale
         taps = [_linear_taps(index[..., axis]) for axis in range(3)]
-        out = torch.zeros((b, *out_shape), dtype=dtype, device=device)
+        out = torch.zeros((b, channels, *out_shape), dtype=dtype, device=device)
         for gx, hx in taps[0]:
             for gy, hy in taps[1]:
                 for gz, hz in taps[2]:
-                    out = out + gx * gy * gz * fetch(torch.stack([hx, hy, hz], dim=-1) * scale - 1.0)
+                    weight = (gx * gy * gz).unsqueeze(1)
+                    out = out + weight * fetch(torch.stack([hx, hy, hz], dim=-1) * scale - 1.0)
+    if interpolant.channels is None:
+        out = out[:, 0]
     return out if batched else out[0]
