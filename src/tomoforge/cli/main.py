@@ -224,7 +224,7 @@ def show(
     from rich.markup import escape
 
     from tomoforge.workflow import Project
-    from tomoforge.workflow.memory import format_bytes
+    from tomoforge.workflow.memory import peak_memory_text
 
     from .console import stdout
 
@@ -237,7 +237,7 @@ def show(
     console.print(
         f"[bold]Run {record.id}[/bold] {escape(record.step)} {_styled_status(record.status)}"
         f"  {_local_time(record.started_at)}  {_duration(record.duration_s)}"
-        + (f", peak memory {format_bytes(record.peak_memory_bytes)}" if record.peak_memory_bytes else "")
+        + peak_memory_text(record.peak_memory_bytes)
     )
     if record.error:
         console.print(f"[red]{escape(record.error)}[/red]", soft_wrap=True)

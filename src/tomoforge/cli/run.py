@@ -252,7 +252,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _report(root: Path, result: RunResult) -> None:
     from rich.markup import escape
 
-    from tomoforge.workflow.memory import format_bytes
+    from tomoforge.workflow.memory import peak_memory_text
 
     from .console import stdout
 
@@ -261,9 +261,9 @@ def _report(root: Path, result: RunResult) -> None:
     if result.cached:
         console.print(f"Run {run.id} ({run.step}) is up to date; reused its outputs without running again.")
     else:
-        peak = f", peak memory {format_bytes(run.peak_memory_bytes)}" if run.peak_memory_bytes else ""
         console.print(
-            f"Run {run.id} ({run.step}) [green]succeeded[/green] in {run.duration_s or 0.0:.2f} s{peak}."
+            f"Run {run.id} ({run.step}) [green]succeeded[/green] in {run.duration_s or 0.0:.2f} s"
+            f"{peak_memory_text(run.peak_memory_bytes)}."
         )
     for name, artifact in result.outputs.items():
         try:

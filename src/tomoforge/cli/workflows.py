@@ -130,12 +130,9 @@ def build_workflow_command(path: Path) -> Any:
 
 def _run_cost(record: RunRecord) -> str:
     """``"took 12.3 s, peak memory 1.2 GB"`` for a finished run (the memory only where it was measured)."""
-    from tomoforge.workflow.memory import format_bytes
+    from tomoforge.workflow.memory import peak_memory_text
 
-    text = f"took {record.duration_s or 0.0:.1f} s"
-    return (
-        f"{text}, peak memory {format_bytes(record.peak_memory_bytes)}" if record.peak_memory_bytes else text
-    )
+    return f"took {record.duration_s or 0.0:.1f} s{peak_memory_text(record.peak_memory_bytes)}"
 
 
 def run_workflow_from_cli(

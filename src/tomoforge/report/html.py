@@ -47,13 +47,6 @@ figcaption { font-size: .8em; color: #555; } .methods p { line-height: 1.45; }
 """
 
 
-def _peak_text(record: Any) -> str:
-    """``"1.2 GB"``, a run's peak resident memory, or ``""`` where it was not measured (older runs)."""
-    from tomoforge.workflow.memory import format_bytes
-
-    return format_bytes(getattr(record, "peak_memory_bytes", None) or None)
-
-
 def _latest_runs(project: Project) -> list[Any]:
     """The latest succeeded run of every step, in the order those runs were made."""
     latest: dict[str, Any] = {}
@@ -252,6 +245,7 @@ def write_report(project: Project, path: Path, *, score_file: Path | None = None
     from tomoforge import __version__
     from tomoforge.workflow import get_registry
     from tomoforge.workflow.fsutil import atomic_write_text
+    from tomoforge.workflow.memory import peak_memory_text
 
     registry = get_registry()
     runs = _latest_runs(project)
@@ -263,7 +257,7 @@ def write_report(project: Project, path: Path, *, score_file: Path | None = None
         sections.append(
             f'<div class="step"><h3>{html.escape(record.step)}</h3>'
             f'<p class="meta">run {record.id}, {record.duration_s or 0.0:.1f} s'
-            f"{', peak memory ' + _peak_text(record) if _peak_text(record) else ''}</p>"
+            f"{peak_memory_text(record.peak_memory_bytes)}</p>"
             f"{_summary_table(summary)}{_pictures(folders)}</div>"
         )
         if record.step in registry.names():
@@ -277,10 +271,10 @@ def write_report(project: Project, path: Path, *, score_file: Path | None = None
     total = sum(r.duration_s or 0.0 for r in runs)
     durations = [r.duration_s or 0.0 for r in runs]
     longest = max(runs, key=lambda r: r.duration_s or 0.0).step if runs else "—"
-    largest = max(runs, key=lambda r: getattr(r, "peak_memory_bytes", None) or 0) if runs else None
+    largest = max(runs, key=lambda r: r.peak_memory_bytes or 0) if runs else None
     memory = (
-        f"; largest peak memory {_peak_text(largest)} ({html.escape(largest.step)})"
-        if largest is not None and _peak_text(largest)
+        f"{peak_memory_text(largest.peak_memory_bytes, prefix='; largest ')} ({html.escape(largest.step)})"
+        if largest is not None and largest.peak_memory_bytes
         else ""
     )
     page = f"""<!DOCTYPE html>

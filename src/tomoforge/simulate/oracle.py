@@ -80,6 +80,7 @@ from tomoforge.simulate.scoring.maps import (
     fourier_shell_correlation,
     fsc_resolution_angstrom,
     shell_frequencies_per_angstrom,
+    true_map_support,
 )
 from tomoforge.simulate.scoring.motion import read_motion_csv
 
@@ -103,8 +104,6 @@ OracleAccumulators = ParticleAccumulators
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(ts_id, tilts_done, n_tilts)``, called after every tilt."""
-
-_ENVELOPE_ANGSTROM = 5.0  # low-pass, dilation (×2) and edge widths of the true map's envelope
 
 
 class OracleAverage(NamedTuple):
@@ -287,17 +286,10 @@ def tilt_transfer_and_weights(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _gaussian_blur(volume: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    freq = fftfreq_grid(tuple(volume.shape), device=volume.device, dtype=volume.dtype)
-    kernel = torch.exp(-2.0 * math.pi**2 * sigma_px**2 * freq.square().sum(dim=-1))
-    return torch.fft.irfftn(torch.fft.rfftn(volume) * kernel, s=tuple(volume.shape))
-
-
-def envelope_mask(truth: torch.Tensor, *, pixel_size_angstrom: float, threshold: float = 0.1) -> torch.Tensor:
-    """A soft mask following a map's molecular envelope.
-
-    The map is low-passed (Gaussian of σ = 5 Å, at least a voxel), thresholded at ``threshold`` of its maximum,
-    dilated by 10 Å (at least a voxel) and given a Gaussian edge of σ = 5 Å.
+def envelope_mask(truth: torch.Tensor, *, pixel_size_angstrom: float) -> torch.Tensor:
+    """A soft mask following a map's molecular envelope: the scorer's support of a true map
+    (:func:`~tomoforge.simulate.scoring.maps.true_map_support`: low-pass 5 Å, 10 % of the maximum, dilated by a
+    10 Å ball, 5 Å edge), so that the oracle and the scorer measure "in the support" in the same mask.
 
     Parameters
     ----------
@@ -305,20 +297,13 @@ def envelope_mask(truth: torch.Tensor, *, pixel_size_angstrom: float, threshold:
         ``(b, b, b)`` map, positive density.
     pixel_size_angstrom
         Its voxel size.
-    threshold
-        Fraction of the low-passed map's maximum inside the envelope.
 
     Returns
     -------
     torch.Tensor
         ``(b, b, b)`` mask in [0, 1], dtype of ``truth``.
     """
-    sigma = max(1.0, _ENVELOPE_ANGSTROM / pixel_size_angstrom)
-    low = _gaussian_blur(truth, sigma)
-    inside = (low > threshold * low.max()).to(truth.dtype)
-    reach = max(1, round(2.0 * _ENVELOPE_ANGSTROM / pixel_size_angstrom))
-    dilated = torch.nn.functional.max_pool3d(inside[None, None], 2 * reach + 1, stride=1, padding=reach)[0, 0]
-    return _gaussian_blur(dilated, sigma).clamp(0.0, 1.0)
+    return true_map_support(truth, pixel_size_angstrom)
 
 
 def finish_oracle(

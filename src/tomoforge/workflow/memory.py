@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["PeakRSS", "format_bytes", "peak_rss", "read_status_bytes"]
+__all__ = ["PeakRSS", "format_bytes", "peak_memory_text", "peak_rss", "read_status_bytes"]
 
 STATUS_PATH = "/proc/self/status"
 CLEAR_REFS_PATH = "/proc/self/clear_refs"
@@ -189,3 +189,8 @@ def format_bytes(n: int | None) -> str:
         if value < 999.5 or unit == "TB":
             break
     return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
+
+
+def peak_memory_text(n: int | None, prefix: str = ", ") -> str:
+    """``", peak memory 1.2 GB"`` for a measured peak (``prefix`` first), ``""`` where it was not measured."""
+    return f"{prefix}peak memory {format_bytes(n)}" if n else ""

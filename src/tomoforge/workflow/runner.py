@@ -37,7 +37,7 @@ from .context import RunContext
 from .errors import ParamProblem, ParamsError, WorkflowError
 from .fsutil import remove_path
 from .lock import now_iso
-from .memory import PeakRSS, format_bytes, peak_rss
+from .memory import PeakRSS, format_bytes, peak_memory_text, peak_rss
 from .project import RESERVED_NAMES, RUN_LOG_FILE, WORK_PREFIX, Project, run_folder_name
 from .step import StepSpec
 from .store import RunRecord
@@ -453,7 +453,7 @@ def finish_run(project: Project, started: StartedRun, result: JobResult) -> RunR
         record.id,
         spec.name,
         duration,
-        f", peak memory {format_bytes(result.peak_memory_bytes)}" if result.peak_memory_bytes else "",
+        peak_memory_text(result.peak_memory_bytes),
     )
     return RunResult(
         project.run(record.id), {a.name: a for a in stored}, cached=False, node=started.prepared.node
